@@ -1,0 +1,1 @@
+"""segfactory.benchmarks"""
