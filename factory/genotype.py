@@ -65,14 +65,18 @@ class Layer:
 
 def _name(value: Any, names: tuple[str, ...], field: str, kind: str) -> str:
     if isinstance(value, bool):
-        raise InputError(f"{field}={value!r} is not a {kind} name or id")
+        raise InputError(f"{field}={value!r} is not {_article(kind)} name or id")
     if isinstance(value, int):
         if 0 <= value < len(names):
             return names[value]
         raise InputError(f"{field}={value} is out of range 0..{len(names) - 1}")
     if isinstance(value, str) and value in names:
         return value
-    raise InputError(f"{field}={value!r} is not a {kind} (one of {', '.join(names)})")
+    raise InputError(f"{field}={value!r} is not {_article(kind)} (one of {', '.join(names)})")
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _int(value: Any, field: str, lo: int, hi: int) -> int:

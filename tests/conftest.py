@@ -1,0 +1,19 @@
+"""Shared fixtures. Helper functions live in tests/helpers.py."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_torch():
+    """Tests run side by side on 2 cores: keep each to one intra-op thread."""
+    try:
+        import torch
+    except ImportError:  # the agent's torch-free tests
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
