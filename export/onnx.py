@@ -137,7 +137,9 @@ def export_onnx_proto(
                 raise RunError(f"ONNX export ({exporter}) failed: {_first_line(e)}") from None
     finally:
         model.train(was_training)
-    return _finish(proto, output, out_shape[1:], simplify)
+    proto = _finish(proto, output, out_shape[1:], simplify)
+    set_metadata(proto, model_metadata(model, output, input_dtype))
+    return proto
 
 
 def _torch_export(wrapped, dummy, path: Path, opset: int, dynamic_batch: bool, output: str, exporter: str) -> None:
@@ -234,6 +236,46 @@ def graph_io(path_or_proto: Any) -> dict[str, Any]:
         return {"name": v.name, "shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name}
 
     return {"inputs": [describe(v) for v in proto.graph.input], "outputs": [describe(v) for v in proto.graph.output]}
+
+
+META_PREFIX = "segfactory."
+
+
+def model_metadata(model: "nn.Module", output: str, input_dtype: str) -> dict[str, Any]:
+    """What a predictor needs to use the graph without the model card: normalisation, classes, I/O kinds."""
+    meta: dict[str, Any] = {"output": output, "input": input_dtype}
+    config = getattr(model, "config", None)
+    if config is not None:
+        meta["model_config"] = config.to_dict()
+    genotype = getattr(model, "genotype", None)
+    if genotype is not None:
+        meta["genotype"] = genotype.to_dict()
+    return meta
+
+
+def set_metadata(proto: "onnx.ModelProto", meta: dict[str, Any]) -> None:
+    """Store ``meta`` as JSON strings in the graph's ``metadata_props`` (keys prefixed ``segfactory.``)."""
+    import json
+
+    keep = [p for p in proto.metadata_props if not p.key.startswith(META_PREFIX)]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, json.dumps(value)
+
+
+def get_metadata(proto: "onnx.ModelProto") -> dict[str, Any]:
+    import json
+
+    out = {}
+    for p in proto.metadata_props:
+        if p.key.startswith(META_PREFIX):
+            try:
+                out[p.key[len(META_PREFIX):]] = json.loads(p.value)
+            except json.JSONDecodeError:
+                continue
+    return out
 
 
 def _first_line(e: BaseException) -> str:
