@@ -1,0 +1,134 @@
+import random
+
+import pytest
+
+from segfactory.factory.genotype import Genotype, action_space
+from segfactory.factory.model import build_model
+from segfactory.factory.config import ModelConfig
+from segfactory.search.early_stop import EarlyStopper
+from segfactory.search.strategies import Evolution, Proposal, RandomSearch, make_strategy, mutate
+from segfactory.search.trials import TrialStore, best_trial, load_trials
+
+
+def fake_reward(g: Genotype) -> float:
+    """A deterministic reward of the genotype alone (favours sep_conv_3x3 templates)."""
+    return sum(t.op_a == "sep_conv_3x3" for t in g.templates) / 3 + 0.01 * g.layers[0].repeats
+
+
+@pytest.mark.parametrize("name", ["random", "evolution", "ppo"])
+def test_strategies_propose_valid_genotypes_and_are_deterministic(name):
+    def run():
+        s = make_strategy(name, seed=3, **({"population": 4, "sample": 2} if name == "evolution" else {}))
+        out = []
+        for i in range(8 if name != "ppo" else 3):
+            p = s.propose()
+            assert isinstance(p.genotype, Genotype)
+            s.tell(p, fake_reward(p.genotype) if i % 3 else None)
+            out.append(p.genotype.key())
+        return out, s
+
+    a, s = run()
+    b, _ = run()
+    assert a == b
+    if name != "ppo":
+        assert len(set(a)) > 1
+
+
+def test_proposed_genotypes_build():
+    s = RandomSearch(seed=0)
+    cfg = ModelConfig.create(encoder_weights="none", agg_size=48, sep_repeats=1)
+    import torch
+
+    for _ in range(3):
+        m = build_model(s.propose().genotype, cfg, load_weights=False).eval()
+        with torch.no_grad():
+            assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 11, 64, 64)
+
+
+def test_mutation_changes_exactly_one_decision():
+    rng = random.Random(0)
+    for _ in range(200):
+        parent = [rng.randrange(n) for n in action_space()]
+        child = mutate(parent, rng)
+        diff = [i for i, (a, b) in enumerate(zip(parent, child)) if a != b]
+        assert len(diff) == 1
+        Genotype.from_actions(child)
+
+
+def test_evolution_population_and_tournament():
+    s = Evolution(seed=0, population=5, sample=5)  # the tournament sees everyone: the best is the parent
+    told = []
+    for _ in range(5):
+        p = s.propose()
+        assert p.info["origin"] == "random"
+        s.tell(p, fake_reward(p.genotype))
+        told.append(p)
+    best = max(told, key=lambda p: fake_reward(p.genotype))
+    child = s.propose()
+    assert child.info["origin"] == "mutation"
+    diff = sum(a != b for a, b in zip(child.genotype.to_actions(), best.genotype.to_actions()))
+    assert diff == 1
+    s.tell(child, 0.0)
+    assert len(s.population) == 5  # the oldest left
+
+
+def test_strategy_state_round_trip():
+    for name in ("random", "evolution", "ppo"):
+        s = make_strategy(name, seed=1, **({"population": 2, "sample": 1} if name == "evolution" else {}))
+        for _ in range(3 if name != "ppo" else 1):
+            p = s.propose()
+            s.tell(p, 0.3)
+        state = s.state_dict()
+        expect = s.propose().genotype.key()
+        t = make_strategy(name, seed=99, **({"population": 2, "sample": 1} if name == "evolution" else {}))
+        t.load_state_dict(state)
+        assert t.propose().genotype.key() == expect
+        assert Proposal.from_dict(p.to_dict()) == p
+
+
+def test_early_stopper_fixed_counter_and_own_rng():
+    es = EarlyStopper(2, seed=0)
+    for i in range(250):
+        es.should_continue(0, 1.0)  # always above the running value
+    assert es.steps[0] == 250
+    assert es.delta[0] == pytest.approx(0.9 * 0.9 * 0.8)  # both milestones applied (upstream skipped them)
+    # A value far below the running average stops (u <= delta < 1 cannot rescue it).
+    assert es.should_continue(0, 0.0) is False
+    # A value above it continues; the other checkpoint is independent.
+    assert es.should_continue(1, 0.5) is True
+    a, b = EarlyStopper(1, seed=5), EarlyStopper(1, seed=5)
+    for es_ in (a, b):
+        es_.m[0] = 0.5
+    random.seed(0)
+    da = [a.should_continue(0, 0.45) for _ in range(30)]
+    random.seed(1)
+    db = [b.should_continue(0, 0.45) for _ in range(30)]
+    assert da == db
+    assert EarlyStopper(1, enabled=False).should_continue(0, 0.0)
+
+
+def test_trials_torn_last_line_is_dropped(tmp_path):
+    path = tmp_path / "trials.jsonl"
+    store = TrialStore(path)
+    store.open()
+    for i in range(3):
+        store.append({"index": i, "status": "ok", "reward": 0.1 * i, "latency_ms": 1.0 + i, "params": 10})
+    with open(path, "ab") as f:
+        f.write(b'{"index": 3, "stat')  # a kill during the write
+    trials, _ = load_trials(path)
+    assert [t["index"] for t in trials] == [0, 1, 2]
+    again = TrialStore(path)
+    assert len(again.open()) == 3 and again.torn_bytes > 0
+    again.append({"index": 3, "status": "failed", "reward": None})
+    assert [t["index"] for t in load_trials(path)[0]] == [0, 1, 2, 3]
+    assert best_trial(load_trials(path)[0])["index"] == 2
+    assert best_trial(load_trials(path)[0], max_latency_ms=2.5)["index"] == 1
+
+
+def test_trials_damaged_middle_line_is_an_error(tmp_path):
+    from segfactory.factory.errors import InputError
+
+    path = tmp_path / "trials.jsonl"
+    path.write_text('{"index": 0}\nnot json\n{"index": 2}\n')
+    with pytest.raises(InputError, match="line 2"):
+        load_trials(path)
