@@ -1,0 +1,207 @@
+"""The latency lookup table (FBNet/OFA style): unit signatures -> measured ms, plus a fitted per-model overhead.
+
+``lut.json`` (format ``segfactory.lut/1``) records where and how it was measured (device, backend and
+version, threads, precision, input size, the ModelConfig parts that change the graph) and refuses to
+predict for anything else. Prediction = ``intercept_ms + scale * sum(unit ms)``; the two numbers are fitted
+on measured whole models (:func:`fit_overhead`) whose genotype keys are stored, so that an evaluation can
+prove its genotypes are disjoint from them. Missing units can be measured on demand (``fill=True``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from segfactory.benchmarks.lut_units import enumerate_units, model_units
+from segfactory.factory.config import ModelConfig
+from segfactory.factory.errors import InputError, RunError
+from segfactory.factory.genotype import Genotype, sample_genotype
+from segfactory.factory.io import atomic_write_json, read_json
+
+FORMAT = "segfactory.lut/1"
+CONFIG_FIELDS = ("num_classes", "agg_size", "sep_repeats", "encoder_padding")
+
+
+def config_part(config: ModelConfig) -> dict[str, Any]:
+    return {k: getattr(config, k) for k in CONFIG_FIELDS}
+
+
+class Lut:
+    """A lookup table in memory; ``path`` (if any) is where :meth:`save` writes it atomically."""
+
+    def __init__(self, data: dict[str, Any], path: str | Path | None = None) -> None:
+        self.data = data
+        self.path = Path(path) if path else None
+
+    # ---- creation, I/O -----------------------------------------------------------------------------------------
+    @classmethod
+    def new(cls, config: ModelConfig, input_size: tuple[int, int], *, threads: int, provider: str = "cpu",
+            path: str | Path | None = None) -> "Lut":
+        import onnxruntime as ort
+
+        from segfactory.benchmarks.runners import cpu_description
+        from segfactory.factory._version import __version__
+
+        data = {
+            "format": FORMAT,
+            "device": cpu_description() if provider == "cpu" else f"onnxruntime {provider}",
+            "backend": "ort" if provider == "cpu" else f"ort-{provider}",
+            "backend_version": ort.__version__,
+            "threads": threads,
+            "precision": "fp32",
+            "batch": 1,
+            "input_size": list(input_size),
+            "config": config_part(config),
+            "segfactory_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "units_total": None,
+            "overhead": None,
+            "entries": {},
+        }
+        return cls(data, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Lut":
+        data = read_json(path, "lookup table")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise InputError(f"lookup table {path}: format is {got!r}, not {FORMAT!r}")
+        for field, kind in (("entries", dict), ("config", dict), ("input_size", list), ("threads", int),
+                            ("backend", str)):
+            if not isinstance(data.get(field), kind):
+                raise InputError(f"lookup table {path}: field {field!r} is missing or not a {kind.__name__}")
+        for sig, e in data["entries"].items():
+            if not isinstance(e, dict) or not isinstance(e.get("ms"), (int, float)) or e["ms"] < 0:
+                raise InputError(f"lookup table {path}: entry {sig!r} has no valid 'ms'")
+        oh = data.get("overhead")
+        if oh is not None and not (isinstance(oh, dict) and all(isinstance(oh.get(k), (int, float))
+                                                                 for k in ("intercept_ms", "scale"))):
+            raise InputError(f"lookup table {path}: field 'overhead' needs numbers intercept_ms and scale")
+        return cls(data, path)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        target = Path(path) if path else self.path
+        if target is None:
+            raise RunError("lookup table has no path to save to")
+        return atomic_write_json(target, self.data)
+
+    # ---- facts ---------------------------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.data["input_size"])  # type: ignore[return-value]
+
+    @property
+    def threads(self) -> int:
+        return int(self.data["threads"])
+
+    @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        return self.data["entries"]
+
+    def describe(self) -> dict[str, Any]:
+        return {k: self.data.get(k) for k in ("device", "backend", "backend_version", "threads", "precision",
+                                              "input_size", "config")}
+
+    def check(self, config: ModelConfig, input_size: tuple[int, int] | None = None, *,
+              threads: int | None = None, backend: str | None = None, batch: int = 1) -> None:
+        """Raise :class:`InputError` unless this table was measured for exactly this configuration."""
+        where = f"lookup table {self.path or ''}".strip()
+        want = config_part(config)
+        for k, v in want.items():
+            if self.data["config"].get(k) != v:
+                raise InputError(f"{where} was measured for {k}={self.data['config'].get(k)!r}, not {v!r}")
+        if input_size is not None and tuple(input_size) != self.input_size:
+            raise InputError(f"{where} was measured at input {self.input_size[0]}x{self.input_size[1]}, "
+                             f"not {input_size[0]}x{input_size[1]}")
+        if threads is not None and threads != self.threads:
+            raise InputError(f"{where} was measured with {self.threads} thread(s), not {threads}")
+        if backend is not None and backend != self.data["backend"]:
+            raise InputError(f"{where} was measured with backend {self.data['backend']}, not {backend}")
+        if batch != self.data.get("batch", 1):
+            raise InputError(f"{where} was measured at batch {self.data.get('batch', 1)}, not {batch}")
+
+    def config_for_units(self, config: ModelConfig) -> ModelConfig:
+        return config
+
+    def missing(self, sigs: Iterable[str]) -> list[str]:
+        return sorted({s for s in sigs if s not in self.entries})
+
+    # ---- measuring -------------------------------------------------------------------------------------------------
+    def fill(self, sigs: Iterable[str], config: ModelConfig, *, runs: int = 15,
+             on_progress: Callable[[int], None] | None = None, save_every_s: float = 10.0) -> int:
+        """Measure the signatures not yet in the table, saving (atomically) as bags finish; returns how many."""
+        from segfactory.benchmarks.lut_measure import measure_units
+
+        todo = self.missing(sigs)
+        if not todo:
+            return 0
+        provider = "cpu" if self.data["backend"] == "ort" else self.data["backend"].split("-", 1)[1]
+        last_save = [time.monotonic()]
+
+        def on_bag(entries: dict[str, dict[str, Any]], n: int) -> None:
+            self.entries.update(entries)
+            if self.path and time.monotonic() - last_save[0] >= save_every_s:
+                self.save()
+                last_save[0] = time.monotonic()
+            if on_progress:
+                on_progress(n)
+
+        measure_units(todo, config, threads=self.threads, provider=provider, runs=runs, on_bag=on_bag)
+        if self.path:
+            self.save()
+        return len(todo)
+
+    # ---- prediction ------------------------------------------------------------------------------------------------
+    def raw_ms(self, genotype: Genotype, config: ModelConfig, *, fill: bool = False) -> float:
+        """Sum of the unit entries of ``genotype`` (no overhead); measures missing units if ``fill``."""
+        units = model_units(genotype, config, self.input_size)
+        missing = self.missing(units)
+        if missing:
+            if not fill:
+                raise RunError(f"lookup table {self.path or ''} lacks {len(missing)} unit(s) of genotype "
+                               f"{genotype.key()} (e.g. {missing[0]}); run segfactory profile or fill it")
+            self.fill(missing, config)
+        return sum(self.entries[u]["ms"] for u in units)
+
+    def overhead(self) -> tuple[float, float]:
+        oh = self.data.get("overhead") or {}
+        return float(oh.get("intercept_ms", 0.0)), float(oh.get("scale", 1.0))
+
+
+def predict_latency(genotype: Genotype, config: ModelConfig, lut: Lut, *, fill: bool = False) -> float:
+    """Predicted latency (ms) of ``build_model(genotype, config)`` at the table's input size, batch 1."""
+    lut.check(config)
+    a, b = lut.overhead()
+    return a + b * lut.raw_ms(genotype, config, fill=fill)
+
+
+def fit_overhead(lut: Lut, genotypes: Sequence[Genotype], measured_ms: Sequence[float], config: ModelConfig
+                 ) -> dict[str, Any]:
+    """Fit ``measured ~ intercept + scale * sum(units)`` on whole models; store it with the genotype keys."""
+    from segfactory.benchmarks.stats import linear_fit
+
+    if len(genotypes) != len(measured_ms) or len(genotypes) < 2:
+        raise InputError("fitting the overhead needs at least two measured genotypes")
+    raw = [lut.raw_ms(g, config) for g in genotypes]
+    a, b = linear_fit(raw, list(measured_ms))
+    lut.data["overhead"] = {"intercept_ms": a, "scale": b, "fit_keys": [g.key() for g in genotypes],
+                            "fit_raw_ms": raw, "fit_measured_ms": list(measured_ms)}
+    return lut.data["overhead"]
+
+
+def fit_keys(lut: Lut) -> set[str]:
+    return set((lut.data.get("overhead") or {}).get("fit_keys", []))
+
+
+def units_by_frequency(config: ModelConfig, input_size: tuple[int, int], *, samples: int = 2000, seed: int = 0
+                       ) -> list[str]:
+    """Every reachable unit, the ones random genotypes use most often first (so a cut-short profile helps most)."""
+    counts: dict[str, int] = {}
+    rng = random.Random(seed)
+    for _ in range(samples):
+        for u in set(model_units(sample_genotype(rng), config, input_size)):
+            counts[u] = counts.get(u, 0) + 1
+    every = enumerate_units(config, input_size)
+    return sorted(every, key=lambda s: (-counts.get(s, 0), s))
