@@ -43,9 +43,8 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
         raise InputError(f"{what} {path} does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem means a bad file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise InputError(f"{what} {path} cannot be read (truncated or not a torch file?): {first}") from None
+    except Exception:  # noqa: BLE001 - any unpickling problem means a bad file
+        raise InputError(f"{what} {path} cannot be read: truncated, corrupt or not a torch file") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise InputError(f"{what} {path} is not a {FORMAT} file (format: {found!r})")

@@ -1,0 +1,145 @@
+"""Loss, Polyak averaging, the augmented loader and the resumable training run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segfactory.factory.config import ModelConfig
+from segfactory.factory.datasets import open_dataset
+from segfactory.factory.errors import InputError
+from segfactory.factory.training import (
+    PolyakAverage, TrainConfig, make_train_loader, seg_loss, set_epoch, train,
+)
+from tests.synthetic_seg import make_camvid
+
+TINY = dict(agg_size=8, sep_repeats=1, encoder_weights="none", crop=(48, 64), batch_size=3, workers=0)
+
+
+def test_seg_loss_at_native_resolution():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 4, 6, requires_grad=True)
+    target = torch.randint(0, 4, (2, 16, 24))
+    target[0, :8] = 255
+    loss = seg_loss(logits, target, 255)
+    # nearest downsampling by 4 picks rows/cols 0, 4, 8, ... (torch's nearest: floor(i * scale))
+    small = target[:, ::4, ::4]
+    assert torch.allclose(loss, F.cross_entropy(logits, small, ignore_index=255))
+    loss.backward()
+    assert logits.grad is not None
+    empty = seg_loss(logits, torch.full((2, 16, 24), 255), 255)
+    assert float(empty.detach()) == 0.0 and empty.requires_grad
+
+
+def test_polyak_average_by_hand():
+    m = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    ema = PolyakAverage(m, 0.5)
+    for value in (3.0, 5.0):
+        with torch.no_grad():
+            m.weight.fill_(value)
+        ema.update(m)
+    # 0.5 * (0.5 * 1 + 0.5 * 3) + 0.5 * 5 = 3.5
+    assert ema.shadow["weight"].item() == pytest.approx(3.5)
+    assert m.weight.item() == 5.0
+    ema.copy_to(m)
+    assert m.weight.item() == pytest.approx(3.5)
+    other = PolyakAverage(m, 0.9)
+    other.load_state_dict(ema.state_dict())
+    assert other.decay == 0.5 and other.shadow["weight"].item() == pytest.approx(3.5)
+    with pytest.raises(InputError):
+        PolyakAverage(m, 1.0)
+
+
+def test_loader_is_deterministic_and_aligned(tmp_path):
+    make_camvid(tmp_path)
+    ds = open_dataset(f"camvid:{tmp_path}", "train")
+    config = ModelConfig.create(encoder_weights="none")
+
+    def batches(workers, epoch):
+        loader = make_train_loader(ds, config, (48, 64), 3, workers, seed=5)
+        set_epoch(loader, epoch)
+        return [(x.clone(), y.clone()) for x, y in loader]
+
+    a, b, c = batches(0, 0), batches(2, 0), batches(0, 1)
+    assert len(a) == 2 and a[0][0].shape == (3, 3, 48, 64) and a[0][1].shape == (3, 48, 64)
+    assert a[0][1].dtype == torch.int64
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert not torch.equal(a[0][1], c[0][1])
+    assert set(torch.unique(a[0][1]).tolist()) <= set(range(12))
+
+
+def _cfg(data, epochs, **kw):
+    return TrainConfig(arch="arch0", data=data, epochs=epochs, **{**TINY, **kw})
+
+
+def test_train_resume_and_refusals(tmp_path):
+    make_camvid(tmp_path / "d")
+    data, out = f"camvid:{tmp_path / 'd'}", tmp_path / "run"
+    doc = train(_cfg(data, 1, polyak=0.9), out, progress=False)
+    assert doc["epochs_done"] == 1 and 0.0 <= doc["final"]["miou"] <= 1.0
+    model_pt = torch.load(out / "model.pt", weights_only=True)
+    assert model_pt["format"] == "segfactory.checkpoint/1"
+    assert model_pt["model_config"]["class_names"][0] == "sky" and model_pt["model_config"]["num_classes"] == 11
+    last = torch.load(out / "last.pt", weights_only=True)
+    # Polyak: the final weights are the average (copied in at the end of the epoch)
+    for name, value in last["ema"]["shadow"].items():
+        assert torch.equal(model_pt["state_dict"][name], value)
+    with pytest.raises(InputError, match="already holds a run"):
+        train(_cfg(data, 1, polyak=0.9), out, progress=False)
+    with pytest.raises(InputError, match="crop"):
+        train(_cfg(data, 2, polyak=0.9, crop=(32, 32)), out, resume=True, progress=False)
+    doc = train(_cfg(data, 2, polyak=0.9), out, resume=True, progress=False)
+    assert [h["epoch"] for h in doc["history"]] == [1, 2]
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 2
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(_cfg(data, 1), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_sgd_poly_schedule_and_folder_classes(tmp_path):
+    from tests.synthetic_seg import make_folder
+
+    make_folder(tmp_path / "f", count=4, num_classes=3)
+    doc = train(_cfg(f"folder:{tmp_path / 'f'}", 1, optimizer="sgd", num_classes=3), tmp_path / "run",
+                progress=False)
+    lr_enc, lr_dec = doc["history"][0]["lr"]
+    assert lr_enc < 1e-2 and lr_dec < 1e-1  # the poly schedule has decayed the rates
+    assert doc["model_config"]["num_classes"] == 3
+    with pytest.raises(InputError, match="num-classes"):
+        train(_cfg(f"folder:{tmp_path / 'f'}", 1), tmp_path / "run2", progress=False)
+
+
+def test_kill_mid_epoch_then_resume(tmp_path):
+    make_camvid(tmp_path / "d", counts=(("train", 9), ("val", 2)))
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "segfactory.factory.cli", "train", "--arch", "arch0", "--data",
+            f"camvid:{tmp_path / 'd'}", "--epochs", "4", "--out", str(out), "--agg-size", "8", "--sep-repeats", "1",
+            "--encoder-weights", "none", "--crop", "48x64", "--batch-size", "3", "--workers", "0", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    time.sleep(0.3)  # inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.pt").exists()
+    done = json.loads((out / "metrics.json").read_text())["epochs_done"]
+    assert 1 <= done < 4
+    res = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in doc["history"]] == [1, 2, 3, 4]
+    assert (out / "model.pt").exists()
