@@ -1,0 +1,45 @@
+"""``segfactory agent serve``: run the device agent. Imports no torch (the device has none)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from segfactory.factory.commands.options import version
+
+
+@click.group("agent")
+@version
+def agent() -> None:
+    """Serve latency measurements of uploaded ONNX models on this device (a Jetson, a GPU or CPU host)."""
+
+
+@agent.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for every interface; a token is then required).")
+@click.option("--port", default=8765, show_default=True, type=int, help="TCP port (0: any free port).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the bearer token clients must send (chmod 600).")
+@click.option("--backend", type=click.Choice(["auto", "trtexec", "trt", "ort"]), default="auto", show_default=True,
+              help="auto: trtexec where present, else the TensorRT Python API, else ONNX Runtime.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep results here too (by model sha256 and settings), across restarts.")
+@click.option("--queue-limit", default=32, show_default=True, type=int,
+              help="Requests that may wait for the device; more get 503.")
+@click.option("--insecure-loopback", is_flag=True, help="Allow serving without a token, on a loopback address only.")
+@click.option("--max-body-mb", default=64.0, show_default=True, type=float, help="Largest ONNX upload (MiB); 413 above.")
+@click.option("--timeout-s", default=900.0, show_default=True, type=float,
+              help="Time limit of one build plus measurement; the worker is killed past it.")
+@version
+def serve(host: str, port: int, token_file: Path | None, backend: str, cache_dir: Path | None, queue_limit: int,
+          insecure_loopback: bool, max_body_mb: float, timeout_s: float) -> None:
+    """Serve GET /v1/health and POST /v1/measure until interrupted."""
+    from segfactory.benchmarks.agent import AgentConfig, read_token, serve as serve_agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = AgentConfig(host=host, port=port, token=read_token(token_file) if token_file else None,
+                         backend=backend, cache_dir=cache_dir, queue_limit=queue_limit,
+                         insecure_loopback=insecure_loopback, max_body_mb=max_body_mb, timeout_s=timeout_s)
+    serve_agent(config, announce=lambda line: click.echo(line))

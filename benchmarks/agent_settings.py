@@ -1,0 +1,115 @@
+"""Measurement settings of the device agent: parsed from query parameters, validated, and keyed for the cache.
+
+The client writes them as query parameters (``input_size=360x480&batch=1&precision=fp16&warmup_ms=200&
+iterations=100``); the agent parses them back with :meth:`MeasureSettings.from_query`. Standard library only:
+the device side imports this without torch or numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from segfactory.factory.errors import InputError
+from segfactory.factory.io import parse_size
+
+PRECISIONS = ("fp32", "fp16", "int8")
+# Bounds keep one request from occupying the device for hours; the agent's --timeout-s caps it as well.
+LIMITS = {"batch": (1, 256), "warmup_ms": (0.0, 60_000.0), "iterations": (1, 1_000_000),
+          "duration_s": (0.0, 600.0), "threads": (1, 1024)}
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """What to measure: input size HxW (None: the model's static size), batch, precision, timing loop, threads."""
+
+    input_size: tuple[int, int] | None = None
+    batch: int = 1
+    precision: str = "fp16"
+    warmup_ms: float = 200.0
+    iterations: int = 100
+    duration_s: float = 3.0
+    threads: int | None = None  # ONNX Runtime on a CPU only (None: 1 thread)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        for name, (lo, hi) in LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and not lo <= value <= hi:
+                raise InputError(f"{name}={value} is outside {lo}..{hi}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int] | None:
+        """(N, 3, H, W), the layout of every segfactory export (float or uint8)."""
+        if self.input_size is None:
+            return None
+        return (self.batch, 3, *self.input_size)
+
+    def to_query(self) -> dict[str, str]:
+        """Query parameters (the inverse of :meth:`from_query`); unset optional values are left out."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[f.name] = f"{value[0]}x{value[1]}" if f.name == "input_size" else str(value)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size) if self.input_size else None
+        return d
+
+    def key(self, backend: str) -> str:
+        """A short stable hash of these settings and the backend (half of the cache key)."""
+        text = json.dumps({"backend": backend, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> "MeasureSettings":
+        """Parse query parameters; an unknown parameter or a malformed value is an :class:`InputError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(query) - known)
+        if unknown:
+            raise InputError(f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        kwargs: dict[str, Any] = {}
+        for name, text in query.items():
+            if name == "input_size":
+                kwargs[name] = parse_size(text, "input_size")
+            elif name == "precision":
+                kwargs[name] = str(text).lower()
+            elif name in ("batch", "iterations", "threads"):
+                kwargs[name] = _number(name, text, int)
+            else:
+                kwargs[name] = _number(name, text, float)
+        return cls(**kwargs)
+
+    @classmethod
+    def coerce(cls, settings: "MeasureSettings | Mapping[str, Any] | None") -> "MeasureSettings":
+        """Settings from a :class:`MeasureSettings`, a mapping of values (``input_size`` as "HxW" or (H, W)), or None."""
+        if settings is None:
+            return cls()
+        if isinstance(settings, cls):
+            return settings
+        query: dict[str, str] = {}
+        for name, value in dict(settings).items():
+            if value is None:
+                continue
+            if name == "input_size" and not isinstance(value, str):
+                h, w = value
+                value = f"{h}x{w}"
+            query[name] = str(value)
+        return cls.from_query(query)
+
+
+def _number(name: str, text: str, kind: type) -> Any:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and value != value:  # NaN
+        raise InputError(f"{name}={text!r} is not a number")
+    return value
