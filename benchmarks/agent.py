@@ -361,6 +361,7 @@ class Agent:
 async def start(config: AgentConfig) -> tuple[Agent, web.AppRunner, str]:
     """Start serving; returns the agent, its runner and the URL actually bound (port 0 picks a free one)."""
     agent = Agent(config)
+    await asyncio.to_thread(__import__, "onnx")  # the validator's import, paid before the first request
     await agent.start_worker()
     runner = web.AppRunner(agent.app(), access_log=None, lingering_time=config.lingering_s)
     await runner.setup()
