@@ -1,0 +1,96 @@
+"""``segfactory bench`` and ``segfactory profile``: thin commands over benchmarks.bench and benchmarks.profile."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from segfactory.factory.commands.options import (
+    config_from_options, input_size_option, json_option, model_config_options, quiet_option, version,
+)
+
+TARGETS_HELP = ("cpu | cuda | jetson-orin-nano | jetson-orin-nx | jetson-agx-orin | jetson-orin "
+                "(= jetson-orin-nano)")
+
+
+@click.command()
+@click.argument("models", nargs=-1)
+@click.option("--arch", "archs", multiple=True, help="A zoo name (arch0, arch1, ...); repeatable.")
+@click.option("--checkpoint", "checkpoints", multiple=True, help="A model.pt; repeatable.")
+@model_config_options
+@click.option("--backend", type=click.Choice(["ort", "torch", "trt", "trtexec"]), default="ort", show_default=True,
+              help="ONNX Runtime CPU, PyTorch eager, TensorRT Python API, or the trtexec binary.")
+@input_size_option()
+@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads (ort: intra-op, inter-op 1; torch: set_num_threads). Default: 1 for ort.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Engine precision for trt/trtexec (default fp16); ort/torch run the graph as it is.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the torch backend runs.")
+@click.option("--reference", is_flag=True,
+              help="Add torchvision's lraspp_mobilenet_v3_large and deeplabv3_mobilenet_v3_large.")
+@click.option("--rounds", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Interleaved rounds (each in a shuffled model order).")
+@click.option("--min-seconds", type=click.FloatRange(0), default=3.0, show_default=True,
+              help="At least this much timed work per model (trtexec --duration).")
+@click.option("--warmup-ms", type=click.FloatRange(0), default=200.0, show_default=True,
+              help="Warm-up per model, by time (trtexec --warmUp).")
+@json_option
+@quiet_option
+@version
+def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encoder_weights, backend, input_size,
+          batch, threads, precision, device, reference, rounds, min_seconds, warmup_ms, as_json, quiet) -> None:
+    """Measure latency the way trtexec does: MODEL.onnx | MODEL.engine | GENOTYPE.json, --arch, --checkpoint.
+
+    Several models are measured interleaved, round by round, and shown side by side with ratios to the first.
+    """
+    from segfactory.benchmarks.bench import bench_json, render, resolve_specs, run_bench
+
+    config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
+    specs = resolve_specs(models, archs, checkpoints, config, reference)
+    if precision is None:
+        precision = "fp16" if backend in ("trt", "trtexec") else "fp32"
+    results = run_bench(specs, backend=backend, input_size=input_size, batch=batch, threads=threads,
+                        precision=precision, device=device, rounds=rounds, min_seconds=min_seconds,
+                        warmup_ms=warmup_ms, progress=not quiet and not as_json)
+    if as_json:
+        click.echo(json.dumps(bench_json(results)))
+    else:
+        render(results)
+
+
+@click.command()
+@click.option("--target", default="cpu", show_default=True, help=TARGETS_HELP)
+@input_size_option()
+@click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="ONNX Runtime intra-op threads the table is measured (and valid) for.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="lut.json to write; an existing compatible one is resumed.")
+@model_config_options
+@click.option("--fit-models", type=click.IntRange(0, 1000), default=8, show_default=True,
+              help="Random genotypes (a seed range disjoint from evaluation seeds) measured whole to fit the "
+                   "per-model overhead.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--minutes", type=click.FloatRange(0), default=None, help="Stop measuring after this long (resume later).")
+@click.option("--runs", type=click.IntRange(3, 1000), default=15, show_default=True,
+              help="Profiled runs per bag of units.")
+@json_option
+@quiet_option
+@version
+def profile(target, input_size, threads, out, num_classes, agg_size, sep_repeats, encoder_weights, fit_models, seed,
+            minutes, runs, as_json, quiet) -> None:
+    """Measure a latency lookup table (lut.json) of every unit the search space can produce at --input-size."""
+    from segfactory.benchmarks.profile import run_profile
+
+    config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
+    summary = run_profile(target, config, input_size, out, threads=threads, fit_models=fit_models, seed=seed,
+                          minutes=minutes, runs=runs, progress=not quiet and not as_json,
+                          log=(lambda m: None) if quiet else None)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"{summary['out']}: {summary['units_total']} units "
+                   f"({'complete' if summary['complete'] else 'incomplete: run again to resume'}), "
+                   f"overhead {summary['overhead'] and {k: summary['overhead'][k] for k in ('intercept_ms', 'scale')}}")

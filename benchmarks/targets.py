@@ -1,0 +1,259 @@
+"""Named latency targets and how each gets a latency (design.md "Targets and latency sources").
+
+    cpu               this host, ONNX Runtime CPU, measured (1 thread by default: 2-thread timings here flip
+                      between two speed states), or from a --lut measured here (missing units filled here)
+    cuda              a local CUDA GPU, measured (TensorRT if installed, else ONNX Runtime's CUDA EP, else torch)
+    jetson-orin-nano  Orin Nano 8GB (MAXN_SUPER)  } a device agent (--device-url): measured; else a --lut measured
+    jetson-orin-nx    Orin NX 16GB (MAXN)         } on that device; else ESTIMATED from published specs
+    jetson-agx-orin   AGX Orin 64GB (MAXN)        } (roofline.py), with a prominent warning
+    jetson-orin       alias of jetson-orin-nano
+
+Every :class:`LatencyResult` says its source: "measured", "lut" or "estimated".
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segfactory.factory.config import ModelConfig
+from segfactory.factory.errors import InputError, RunError
+from segfactory.factory.genotype import Genotype
+
+ALIASES = {"jetson-orin": "jetson-orin-nano"}
+TARGET_HELP = {
+    "cpu": "this host, ONNX Runtime CPU (measured; 1 thread by default) or --lut",
+    "cuda": "a local CUDA GPU (TensorRT, else ONNX Runtime CUDA, else torch), measured",
+    "jetson-orin-nano": "Jetson Orin Nano 8GB, MAXN_SUPER: agent URL, --lut, or estimated",
+    "jetson-orin-nx": "Jetson Orin NX 16GB, MAXN: agent URL, --lut, or estimated",
+    "jetson-agx-orin": "Jetson AGX Orin 64GB, MAXN: agent URL, --lut, or estimated",
+    "jetson-orin": "alias of jetson-orin-nano",
+}
+SOURCES = ("measured", "lut", "estimated")
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    ms: float
+    source: str  # measured | lut | estimated
+    detail: dict = field(default_factory=dict)
+
+
+def target_names() -> list[str]:
+    return list(TARGET_HELP)
+
+
+def _export_bytes(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int) -> bytes:
+    from segfactory.benchmarks.models import ModelSpec, export_to
+
+    with tempfile.TemporaryDirectory(prefix="segfactory-target-") as tmp:
+        spec = ModelSpec(genotype.key(), genotype=genotype, config=config)
+        return export_to(spec, Path(tmp), input_size, batch).read_bytes()
+
+
+class Target:
+    """Base: caches latencies by (genotype key, config key, input size, batch)."""
+
+    name = "target"
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, LatencyResult] = {}
+
+    def latency(self, genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int = 1
+                ) -> LatencyResult:
+        key = (genotype.key(), config.key(), tuple(input_size), batch)
+        if key not in self._cache:
+            self._cache[key] = self._latency(genotype, config, tuple(input_size), batch)
+        return self._cache[key]
+
+    def _latency(self, genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int
+                 ) -> LatencyResult:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"target": self.name}
+
+
+class LutMixin:
+    lut: Any
+    lut_fill: bool
+
+    def _from_lut(self, genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int
+                  ) -> LatencyResult:
+        from segfactory.benchmarks.lut import predict_latency
+
+        self.lut.check(config, input_size, batch=batch)
+        ms = predict_latency(genotype, config, self.lut, fill=self.lut_fill)
+        return LatencyResult(ms, "lut", {**self.lut.describe(), "lut": str(self.lut.path)})
+
+
+class CpuTarget(LutMixin, Target):
+    """This host through ONNX Runtime: measured (interleaving is the caller's business) or a lut measured here."""
+
+    name = "cpu"
+
+    def __init__(self, *, lut: str | Path | None = None, threads: int | None = None,
+                 min_seconds: float = 1.0, warmup_ms: float = 200) -> None:
+        super().__init__()
+        self.threads = threads or 1
+        self.min_seconds, self.warmup_ms = min_seconds, warmup_ms
+        self.lut = None
+        self.lut_fill = False
+        if lut is not None:
+            from segfactory.benchmarks.lut import Lut
+            from segfactory.benchmarks.runners import cpu_description
+
+            self.lut = Lut.load(lut)
+            if threads is not None and threads != self.lut.threads:
+                raise InputError(f"lookup table {lut} was measured with {self.lut.threads} thread(s), "
+                                 f"not --threads {threads}")
+            if self.lut.data["backend"] != "ort":
+                raise InputError(f"lookup table {lut} is for backend {self.lut.data['backend']}, not ort (cpu)")
+            self.threads = self.lut.threads
+            self.lut_fill = self.lut.data.get("device") == cpu_description()  # fill only where it was made
+
+    def _latency(self, genotype, config, input_size, batch):
+        if self.lut is not None:
+            return self._from_lut(genotype, config, input_size, batch)
+        from segfactory.benchmarks.harness import measure
+        from segfactory.benchmarks.runners import OrtRunner
+
+        runner = OrtRunner(_export_bytes(genotype, config, input_size, batch), input_shape=(batch, 3, *input_size),
+                           threads=self.threads, name=genotype.key())
+        try:
+            res = measure(runner, warmup_ms=self.warmup_ms, min_seconds=self.min_seconds)
+        finally:
+            runner.close()
+        return LatencyResult(res["median_ms"], "measured", res)
+
+    def describe(self):
+        return {"target": self.name, "threads": self.threads, "lut": str(self.lut.path) if self.lut else None}
+
+
+class CudaTarget(Target):
+    """A local CUDA GPU, measured: TensorRT (FP16) if importable, else ORT's CUDA EP, else torch eager."""
+
+    name = "cuda"
+
+    def __init__(self, *, precision: str = "fp16", min_seconds: float = 1.0) -> None:
+        super().__init__()
+        try:
+            import torch
+        except ImportError:
+            raise RunError("target cuda needs torch with CUDA") from None
+        if not torch.cuda.is_available():
+            raise RunError("target cuda: no CUDA device is available on this host")
+        self.precision, self.min_seconds = precision, min_seconds
+        try:
+            import tensorrt  # noqa: F401
+
+            self.backend = "trt"
+        except ImportError:
+            import onnxruntime as ort
+
+            self.backend = "ort-cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "torch"
+
+    def _latency(self, genotype, config, input_size, batch):
+        from segfactory.benchmarks.harness import measure
+        from segfactory.benchmarks.models import ModelSpec, make_runner
+
+        with tempfile.TemporaryDirectory(prefix="segfactory-cuda-") as tmp:
+            runner = make_runner(ModelSpec(genotype.key(), genotype=genotype, config=config), self.backend,
+                                 input_size=input_size, batch=batch, workdir=Path(tmp), device="cuda",
+                                 precision=self.precision if self.backend == "trt" else "fp32")
+            try:
+                res = measure(runner, min_seconds=self.min_seconds)
+            finally:
+                runner.close()
+        return LatencyResult(res["median_ms"], "measured", res)
+
+
+class JetsonTarget(LutMixin, Target):
+    """A Jetson Orin module: agent URL (measured) > lut measured on it > roofline estimate (warned)."""
+
+    def __init__(self, name: str, *, lut: str | Path | None = None, device_url: str | None = None,
+                 device_token_file: str | None = None, precision: str = "fp16") -> None:
+        super().__init__()
+        self.name = name
+        self.device_url, self.token_file, self.precision = device_url, device_token_file, precision
+        self.lut = None
+        self.lut_fill = False  # a Jetson's table cannot be filled from this host
+        self._warned = False
+        if device_url is not None:
+            try:
+                from segfactory.benchmarks.agent_client import measure_remote
+            except ImportError:
+                raise RunError("device agent client not available") from None
+            self._measure_remote = measure_remote
+        elif lut is not None:
+            from segfactory.benchmarks.lut import Lut
+
+            self.lut = Lut.load(lut)
+
+    def _latency(self, genotype, config, input_size, batch):
+        if self.device_url is not None:
+            settings = {"input_size": list(input_size), "batch": batch, "precision": self.precision,
+                        "target": self.name}
+            res = self._measure_remote(self.device_url, self.token_file,
+                                       _export_bytes(genotype, config, input_size, batch), settings)
+            if not isinstance(res, dict) or "median_ms" not in res:
+                raise RunError(f"device agent {self.device_url} answered without median_ms")
+            return LatencyResult(float(res["median_ms"]), "measured", res)
+        if self.lut is not None:
+            return self._from_lut(genotype, config, input_size, batch)
+        return self._estimate(genotype, config, input_size, batch)
+
+    def _estimate(self, genotype, config, input_size, batch):
+        import torch
+
+        from segfactory.benchmarks.roofline import SPECS, WARNING, estimate_model_ms
+        from segfactory.factory.model import SegModel
+
+        if not self._warned:
+            warn(f"{self.name}: {WARNING}")
+            self._warned = True
+        with torch.device("meta"):
+            model = SegModel(genotype, config)
+        ms = estimate_model_ms(model, (batch, 3, *input_size), self.name, self.precision)
+        spec = SPECS[self.name]
+        return LatencyResult(ms, "estimated", {"backend": "roofline", "device": f"{spec.name}, {spec.mode}",
+                                               "precision": self.precision, "threads": None,
+                                               "warning": WARNING})
+
+    def describe(self):
+        source = "agent" if self.device_url else "lut" if self.lut else "roofline estimate"
+        return {"target": self.name, "source": source, "precision": self.precision}
+
+
+def warn(message: str) -> None:
+    """A prominent warning on stderr (never on stdout, which --json owns)."""
+    try:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold yellow]WARNING[/bold yellow]: {message}")
+    except ImportError:
+        print(f"WARNING: {message}", file=sys.stderr)
+
+
+def get_target(name: str, *, lut: str | Path | None = None, device_url: str | None = None,
+               device_token_file: str | None = None, threads: int | None = None) -> Target:
+    """The target called ``name`` (see the module docstring); unknown names raise :class:`InputError`."""
+    canonical = ALIASES.get(name, name)
+    if canonical not in TARGET_HELP:
+        raise InputError(f"unknown target {name!r}; valid targets: {', '.join(target_names())}")
+    if threads is not None and threads < 1:
+        raise InputError(f"threads={threads} must be at least 1")
+    if canonical.startswith("jetson-"):
+        if threads is not None:
+            raise InputError(f"target {name} takes no thread count (it is a GPU target)")
+        return JetsonTarget(canonical, lut=lut, device_url=device_url, device_token_file=device_token_file)
+    if device_url is not None:
+        raise InputError(f"target {name} is measured on this host; --device-url is for jetson-* targets")
+    if canonical == "cpu":
+        return CpuTarget(lut=lut, threads=threads)
+    if lut is not None:
+        raise InputError("target cuda is measured directly; --lut is for cpu and jetson-* targets")
+    return CudaTarget()

@@ -1,0 +1,117 @@
+"""Targets registry, error cases, and the roofline against hand-computed cases and published tier-A rows."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from segfactory.benchmarks import roofline
+from segfactory.benchmarks.roofline import SPECS, DeviceSpec, Kernel, KernelList, Params, estimate_ms
+from segfactory.benchmarks.targets import LatencyResult, get_target, target_names
+from segfactory.factory.config import ModelConfig
+from segfactory.factory.errors import InputError, RunError
+from segfactory.factory.genotype import sample_genotype
+from segfactory.factory.zoo import resolve_arch
+
+CFG = ModelConfig.create(encoder_weights="none")
+
+
+def test_peaks_match_published_table():
+    assert SPECS["jetson-agx-orin"].tensor_peak("fp16") / 1e12 == pytest.approx(42.6, rel=0.01)
+    assert SPECS["jetson-orin-nano"].tensor_peak("fp16") / 1e12 == pytest.approx(16.7, rel=0.01)
+    assert SPECS["jetson-orin-nx"].tensor_peak("int8") / 1e12 == pytest.approx(30.1, rel=0.01)
+
+
+def test_roofline_hand_computed():
+    spec = DeviceSpec("test", sms=1, gpu_ghz=1.0, bandwidth_gbs=100.0, mode="-")  # fp16 peak 2.048 TFLOP/s
+    p = Params(eff_dense=0.5, eff_dw=0.5, eff_mem=0.5, t_kernel_us=10.0, t_fixed_us=100.0)
+    # compute-bound conv: 2.048e9 FLOP at 1.024 TFLOP/s = 2 ms; memory 1e6 B at 50 GB/s = 0.02 ms
+    conv = Kernel("conv", 2.048e9, 1e6)
+    # memory-bound resize: 5e7 B at 50 GB/s = 1 ms
+    mem = Kernel("memory", 0.0, 5e7)
+    # depthwise on CUDA cores: 256 FLOP/clk x 1 GHz x 2 x 0.5 = 256 GFLOP/s; 2.56e8 FLOP = 1 ms
+    dw = Kernel("dwconv", 2.56e8, 0.0)
+    est = estimate_ms(KernelList([conv, mem, dw]), spec, "fp16", p)
+    assert est == pytest.approx(0.1 + (2.0 + 0.01) + (1.0 + 0.01) + (1.0 + 0.01))
+    # int8 doubles the tensor peak: the conv halves
+    assert estimate_ms(KernelList([conv]), spec, "int8", p) == pytest.approx(0.1 + 1.0 + 0.01)
+
+
+def test_roofline_tier_a_within_1_5x():
+    rows = roofline.tier_a_report()
+    assert len(rows) == len(roofline.TIER_A)
+    for r in rows:
+        assert 1 / 1.5 <= r["ratio"] <= 1.5, r
+
+
+def test_unknown_target_lists_valid_names():
+    with pytest.raises(InputError, match="valid targets: cpu, cuda, jetson-orin-nano"):
+        get_target("jetson-tx2")
+    assert "jetson-orin" in target_names()
+
+
+def test_jetson_alias_estimates_with_warning(capsys):
+    t = get_target("jetson-orin")
+    res = t.latency(resolve_arch("arch0"), CFG, (360, 480))
+    assert isinstance(res, LatencyResult) and res.source == "estimated"
+    assert 0.5 < res.ms < 50 and "ESTIMATED" in res.detail["warning"]
+    assert "WARNING" in capsys.readouterr().err
+    with pytest.raises(Exception):
+        res.ms = 1.0  # frozen
+    # bigger boards are not slower
+    agx = get_target("jetson-agx-orin").latency(resolve_arch("arch0"), CFG, (360, 480)).ms
+    assert agx < res.ms
+
+
+def test_device_url_without_client_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "segfactory.benchmarks.agent_client", None)
+    with pytest.raises(RunError, match="device agent client not available"):
+        get_target("jetson-orin-nx", device_url="http://127.0.0.1:1")
+
+
+def test_device_url_calls_the_client(monkeypatch):
+    import sys
+    import types
+
+    calls = {}
+
+    def measure_remote(url, token_file, onnx_bytes, settings):
+        calls.update(url=url, n=len(onnx_bytes), settings=settings)
+        return {"median_ms": 4.2, "backend": "trt"}
+
+    mod = types.ModuleType("segfactory.benchmarks.agent_client")
+    mod.measure_remote = measure_remote
+    monkeypatch.setitem(sys.modules, "segfactory.benchmarks.agent_client", mod)
+    t = get_target("jetson-agx-orin", device_url="http://dev:1", device_token_file="tok")
+    g = sample_genotype(random.Random(3))
+    res = t.latency(g, CFG.with_(sep_repeats=1), (64, 64))
+    assert res == LatencyResult(4.2, "measured", {"median_ms": 4.2, "backend": "trt"})
+    assert calls["url"] == "http://dev:1" and calls["n"] > 1000 and calls["settings"]["input_size"] == [64, 64]
+
+
+def test_bad_combinations():
+    with pytest.raises(InputError):
+        get_target("cpu", device_url="http://x")
+    with pytest.raises(InputError):
+        get_target("cpu", threads=0)
+    with pytest.raises(InputError):
+        get_target("jetson-orin-nano", threads=2)
+
+
+def test_cuda_target_without_gpu():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(RunError, match="no CUDA device"):
+        get_target("cuda")
+
+
+def test_cpu_target_measures_tiny_model():
+    t = get_target("cpu")
+    t.min_seconds = 0.05
+    res = t.latency(sample_genotype(random.Random(1)), CFG.with_(sep_repeats=1), (64, 64))
+    assert res.source == "measured" and res.ms > 0 and res.detail["threads"] == 1
+    assert res.detail["backend"] == "ort"
