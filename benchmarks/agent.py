@@ -75,7 +75,10 @@ def read_token(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"token file {path} does not exist")
-    token = path.read_text(encoding="utf-8", errors="strict").strip()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise InputError(f"token file {path} is not a text file") from None
     if not token or any(c.isspace() for c in token):
         raise InputError(f"token file {path} must hold one token without spaces")
     if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -36,7 +36,10 @@ def read_token_file(path: str | Path | None) -> str | None:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"--device-token-file {path} does not exist")
-    token = path.read_text(encoding="utf-8").strip()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise InputError(f"--device-token-file {path} is not a text file") from None
     if not token or any(c.isspace() for c in token):
         raise InputError(f"--device-token-file {path} must hold one token without spaces")
     return token

@@ -19,6 +19,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # Bounds keep one request from occupying the device for hours; the agent's --timeout-s caps it as well.
 LIMITS = {"batch": (1, 256), "warmup_ms": (0.0, 60_000.0), "iterations": (1, 1_000_000),
           "duration_s": (0.0, 600.0), "threads": (1, 1024)}
+# Keys a caller may put in a settings mapping that label the request rather than change the measurement
+# (targets.py passes its target name); :meth:`MeasureSettings.coerce` drops them, the agent never sees them.
+LABELS = frozenset({"target"})
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class MeasureSettings:
             return settings
         query: dict[str, str] = {}
         for name, value in dict(settings).items():
-            if value is None:
+            if value is None or name in LABELS:
                 continue
             if name == "input_size" and not isinstance(value, str):
                 h, w = value

@@ -37,11 +37,17 @@ TARGETS_HELP = ("cpu | cuda | jetson-orin-nano | jetson-orin-nx | jetson-agx-ori
               help="At least this much timed work per model (trtexec --duration).")
 @click.option("--warmup-ms", type=click.FloatRange(0), default=200.0, show_default=True,
               help="Warm-up per model, by time (trtexec --warmUp).")
+@click.option("--device-url", default=None,
+              help="Measure on a device agent (segfactory agent serve) at this URL, with its backend, one model "
+                   "after another (--backend, --threads, --rounds do not apply).")
+@click.option("--device-token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the device agent's token.")
 @json_option
 @quiet_option
 @version
 def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encoder_weights, backend, input_size,
-          batch, threads, precision, device, reference, rounds, min_seconds, warmup_ms, as_json, quiet) -> None:
+          batch, threads, precision, device, reference, rounds, min_seconds, warmup_ms, device_url, device_token_file,
+          as_json, quiet) -> None:
     """Measure latency the way trtexec does: MODEL.onnx | MODEL.engine | GENOTYPE.json, --arch, --checkpoint.
 
     Several models are measured interleaved, round by round, and shown side by side with ratios to the first.
@@ -51,10 +57,16 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
     config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
     specs = resolve_specs(models, archs, checkpoints, config, reference)
     if precision is None:
-        precision = "fp16" if backend in ("trt", "trtexec") else "fp32"
-    results = run_bench(specs, backend=backend, input_size=input_size, batch=batch, threads=threads,
-                        precision=precision, device=device, rounds=rounds, min_seconds=min_seconds,
-                        warmup_ms=warmup_ms, progress=not quiet and not as_json)
+        precision = "fp16" if backend in ("trt", "trtexec") or device_url else "fp32"
+    if device_url:
+        from segfactory.benchmarks.agent_bench import bench_remote
+
+        results = bench_remote(specs, device_url=device_url, token_file=device_token_file, input_size=input_size,
+                               batch=batch, precision=precision, warmup_ms=warmup_ms, min_seconds=min_seconds)
+    else:
+        results = run_bench(specs, backend=backend, input_size=input_size, batch=batch, threads=threads,
+                            precision=precision, device=device, rounds=rounds, min_seconds=min_seconds,
+                            warmup_ms=warmup_ms, progress=not quiet and not as_json)
     if as_json:
         click.echo(json.dumps(bench_json(results)))
     else:

@@ -222,3 +222,18 @@ def test_health_json_is_plain_json(agent, token_file):
                             + TOKEN.encode() + b"\r\nConnection: close\r\n\r\n")
     assert status_of(response) == 200
     assert json.loads(response.partition(b"\r\n\r\n")[2])["format"] == "segfactory.agent-health/1"
+
+
+def test_bench_with_device_url_measures_on_the_agent(agent, token_file, tmp_path, capsys):
+    from segfactory.factory.cli import main
+
+    model = tmp_path / "conv.onnx"
+    model.write_bytes(conv_model(13))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(model), "--input-size", "32x32", "--device-url", agent.url, "--device-token-file",
+              str(token_file), "--min-seconds", "0", "--warmup-ms", "0", "--json"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 0, err
+    result = json.loads(out)
+    assert result["latency_source"] == "measured" and result["model"] == "conv.onnx"
+    assert result["device_info"]["backend"] == "ort" and result["input_shape"] == [1, 3, 32, 32]
