@@ -17,7 +17,6 @@ def save_checkpoint(path: str | Path, model, *, metrics: dict[str, Any], train_c
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s weights (on the CPU) and what rebuilds it to ``path``, atomically."""
     import torch
-
     from segfactory.factory.io import atomic_write
 
     data = {

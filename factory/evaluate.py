@@ -7,11 +7,11 @@ array (N, H, W) at the same H, W. :class:`TorchPredictor` wraps a :class:`SegMod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-
 from segfactory.factory.errors import InputError, RunError
 
 
@@ -29,7 +29,6 @@ class TorchPredictor:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import torch
-
         from segfactory.factory.transforms import normalize
 
         x = normalize(images, self.model.config.mean, self.model.config.std).to(self.device)
@@ -109,7 +108,6 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
 def write_label_png(path: Path, labels: np.ndarray) -> None:
     """A single-channel PNG whose pixel values are the class ids (8-bit, or 16-bit above 255 classes)."""
     from PIL import Image
-
     from segfactory.factory.io import atomic_write
 
     if labels.max(initial=0) < 256:
@@ -124,7 +122,6 @@ def predict_files(predictor: Callable[[np.ndarray], np.ndarray], inputs: str | P
     """Write ``OUT/STEM.png`` label maps for the image(s) ``inputs`` names (and ``OUT/overlay/STEM.png`` colour
     overlays with a palette). Returns the label files written."""
     from PIL import Image
-
     from segfactory.factory.datasets import read_image
     from segfactory.factory.io import atomic_write
 
@@ -145,7 +142,7 @@ def predict_files(predictor: Callable[[np.ndarray], np.ndarray], inputs: str | P
             written.append(target)
             if overlay_palette is not None:
                 blended = Image.fromarray(overlay(image, labels, overlay_palette))
-                atomic_write(out / "overlay" / f"{f.stem}.png", lambda p: blended.save(p, format="PNG"))
+                atomic_write(out / "overlay" / f"{f.stem}.png", lambda p, im=blended: im.save(p, format="PNG"))
             bar.advance(task)
     return written
 
@@ -154,8 +151,13 @@ def predict_checkpoint(checkpoint: str | Path, inputs: str | Path, out: str | Pa
                        device: str = "cpu", progress: bool = True) -> list[Path]:
     """Load ``checkpoint`` and write label PNGs (and overlays) for ``inputs``: what ``segfactory predict`` runs."""
     from segfactory.factory.checkpoint import load_checkpoint
-    from segfactory.factory.datasets import CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-    from segfactory.factory.datasets import palette_for
+    from segfactory.factory.datasets import (
+        CAMVID_CLASSES,
+        CAMVID_PALETTE,
+        CITYSCAPES_CLASSES,
+        CITYSCAPES_PALETTE,
+        palette_for,
+    )
 
     list_input_images(inputs)  # fail on a bad input before loading the model
     model, _ = load_checkpoint(checkpoint, device=device)

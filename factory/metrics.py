@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from segfactory.factory.errors import RunError
 
 

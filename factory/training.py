@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from segfactory.factory.errors import InputError, RunError
+from torch import Tensor, nn
 
 STATE_FORMAT = "segfactory.train-state/1"
 METRICS_FORMAT = "segfactory.train-metrics/1"
@@ -141,7 +140,7 @@ def _iterate(loader):
             batch = next(it)
         except StopIteration:
             return
-        except Exception as e:  # noqa: BLE001 - DataLoader re-raises worker errors with a traceback text
+        except Exception as e:
             text = str(e)
             if "Original Traceback" in text:
                 last = [line for line in text.strip().splitlines() if line.strip()][-1]
@@ -238,8 +237,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _progress(enabled: bool):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -251,7 +256,6 @@ def _progress(enabled: bool):
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg.arch`` on ``cfg.data`` into run directory ``out``; returns the metrics.json content."""
     from rich.console import Console
-
     from segfactory.factory.checkpoint import save_checkpoint
     from segfactory.factory.config import ModelConfig
     from segfactory.factory.datasets import open_dataset
@@ -383,7 +387,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
                 "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "rng": _rng_state(), "history": history,
             }
-            atomic_write(files["last"], lambda p: torch.save(last, p))
+            atomic_write(files["last"], lambda p, obj=last: torch.save(obj, p))
             atomic_write_json(files["metrics"], metrics_doc())
             console.print(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.4f}  "
                           f"val mIoU {100 * record['val']['miou']:.2f}%  score {100 * record['val']['score']:.2f}%  "

@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-
 from segfactory.factory.datasets import (
-    CITYSCAPES_TRAIN_IDS, camvid_mini_path, load_images, open_dataset, parse_spec,
+    CITYSCAPES_TRAIN_IDS,
+    camvid_mini_path,
+    load_images,
+    open_dataset,
+    parse_spec,
 )
 from segfactory.factory.errors import InputError
 from segfactory.factory.transforms import TrainTransform, random_crop, random_hflip, random_scale, resize_mask
+
 from tests.synthetic_seg import make_camvid, make_folder
 
 

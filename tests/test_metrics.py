@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from segfactory.factory.errors import RunError
 from segfactory.factory.metrics import ConfusionMatrix, confusion_matrix, summarize
 

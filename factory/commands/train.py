@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 
 import click
-
 from segfactory.factory.commands.options import (
-    device_option, json_option, model_config_options, parse_size_option, quiet_option, resolve_device, version,
+    device_option,
+    json_option,
+    model_config_options,
+    parse_size_option,
+    quiet_option,
+    resolve_device,
+    version,
 )
 
 SPEC_HELP = "Data: camvid:PATH, cityscapes:PATH, folder:PATH (images/ + masks/) or camvid-mini."
@@ -53,7 +58,8 @@ def train(ctx: click.Context, arch: str, data: str, epochs: int, out: str, num_c
           decoder_lr: float | None, weight_decay: float, grad_clip: float, polyak: float | None, device: str,
           amp: bool, seed: int, workers: int, resume: bool, quiet: bool) -> None:
     """Train ARCH on DATA into OUT: model.pt (final weights), last.pt (for --resume), metrics.json."""
-    from segfactory.factory.training import TrainConfig, train as run
+    from segfactory.factory.training import TrainConfig
+    from segfactory.factory.training import train as run
 
     cfg = TrainConfig(
         arch=arch, data=data, epochs=epochs, crop=crop, batch_size=batch_size, optimizer=optimizer,
