@@ -22,13 +22,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
-
-from segfactory.benchmarks.agent_backends import describe_device, select_backend, worker_environment
+from segfactory.benchmarks.agent_backends import (
+    describe_device,
+    device_state,
+    select_backend,
+    worker_environment,
+)
 from segfactory.benchmarks.agent_onnx import OnnxInfo, inspect_onnx
 from segfactory.benchmarks.agent_settings import MeasureSettings
 from segfactory.factory.errors import InputError, RunError, SegfactoryError
@@ -168,7 +173,7 @@ class Agent:
             return _error(504, str(e))
         except SegfactoryError as e:
             return _error(500, str(e))
-        except Exception as e:  # noqa: BLE001 - keep serving; report one line
+        except Exception as e:
             log.exception("unexpected error")
             first = (str(e).strip().splitlines() or [""])[0]
             return _error(500, f"{type(e).__name__}: {first}")
@@ -186,7 +191,7 @@ class Agent:
 
     # ---- endpoints ----------------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        device = await asyncio.to_thread(describe_device, self.backend)
+        device = {**self.device, **await asyncio.to_thread(device_state)}
         return web.json_response({
             "format": HEALTH_FORMAT, "status": "ok", "backend": self.backend, "device": device,
             "queue_length": self.pending, "busy": self.lock.locked(), "queue_limit": self.config.queue_limit,
@@ -294,7 +299,7 @@ class Agent:
         result["model"] = info.sha256[:12]
         result.update({
             "sha256": info.sha256, "model_bytes": info.size_bytes, "settings": settings.to_dict(),
-            "device_info": {**self.device, **await asyncio.to_thread(describe_device, self.backend)},
+            "device_info": {**self.device, **await asyncio.to_thread(device_state)},
             "agent": {"backend": self.backend, "queue_wait_s": wait_s, "measure_start": reply["start"],
                       "measure_end": reply["end"], "measure_s": reply["end"] - reply["start"]},
         })
@@ -431,7 +436,7 @@ class BackgroundAgent:
 
         asyncio.run(main())
 
-    def start(self) -> "BackgroundAgent":
+    def start(self) -> BackgroundAgent:
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -443,7 +448,7 @@ class BackgroundAgent:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
 
-    def __enter__(self) -> "BackgroundAgent":
+    def __enter__(self) -> BackgroundAgent:  # noqa: PYI034 - Self needs Python 3.11
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -159,9 +159,13 @@ def describe_device(backend: str, *, dynamic: bool = True) -> dict[str, Any]:
         }.items() if v},
     }
     if dynamic:
-        desc["power_mode"] = _power_mode()
-        desc["clocks"] = _clocks()
+        desc.update(device_state())
     return desc
+
+
+def device_state() -> dict[str, Any]:
+    """The parts of the description that change at run time: nvpmodel power mode and clocks."""
+    return {"power_mode": _power_mode(), "clocks": _clocks()}
 
 
 def _tensorrt_deb_version() -> str | None:

@@ -7,8 +7,9 @@ interleaved; every result is the agent's benchmark JSON (``latency_source`` "mea
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from segfactory.benchmarks.agent_client import measure_remote
 from segfactory.benchmarks.harness import MIN_ITERATIONS

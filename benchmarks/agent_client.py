@@ -13,8 +13,9 @@ import json
 import socket
 import time
 import urllib.parse
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from segfactory.benchmarks.agent_settings import MeasureSettings
 from segfactory.factory.errors import InputError, RunError

@@ -7,8 +7,9 @@ so a model that has any is refused. Imports ``onnx`` lazily (the device side has
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from segfactory.benchmarks.agent_settings import MeasureSettings
 from segfactory.factory.errors import InputError

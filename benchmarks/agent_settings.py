@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from segfactory.factory.errors import InputError
 from segfactory.factory.io import parse_size
@@ -72,7 +74,7 @@ class MeasureSettings:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
-    def from_query(cls, query: Mapping[str, str]) -> "MeasureSettings":
+    def from_query(cls, query: Mapping[str, str]) -> MeasureSettings:
         """Parse query parameters; an unknown parameter or a malformed value is an :class:`InputError`."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(query) - known)
@@ -91,7 +93,7 @@ class MeasureSettings:
         return cls(**kwargs)
 
     @classmethod
-    def coerce(cls, settings: "MeasureSettings | Mapping[str, Any] | None") -> "MeasureSettings":
+    def coerce(cls, settings: MeasureSettings | Mapping[str, Any] | None) -> MeasureSettings:
         """Settings from a :class:`MeasureSettings`, a mapping of values (``input_size`` as "HxW" or (H, W)), or None."""
         if settings is None:
             return cls()
@@ -113,6 +115,6 @@ def _number(name: str, text: str, kind: type) -> Any:
         value = kind(text)
     except (TypeError, ValueError):
         raise InputError(f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if kind is float and value != value:  # NaN
+    if kind is float and math.isnan(value):
         raise InputError(f"{name}={text!r} is not a number")
     return value

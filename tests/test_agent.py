@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -12,10 +13,11 @@ import pytest
 pytest.importorskip("aiohttp")
 pytest.importorskip("onnxruntime")
 
-from segfactory.benchmarks.agent import AgentConfig, BackgroundAgent, check_config  # noqa: E402
-from segfactory.benchmarks.agent_client import health, measure_remote  # noqa: E402
-from segfactory.factory.errors import InputError, RunError  # noqa: E402
-from tests.agent_fixtures import conv_model, external_data_model, raw_exchange, status_of  # noqa: E402
+from segfactory.benchmarks.agent import AgentConfig, BackgroundAgent, check_config
+from segfactory.benchmarks.agent_client import health, measure_remote
+from segfactory.factory.errors import InputError, RunError
+
+from tests.agent_fixtures import conv_model, external_data_model, raw_exchange, status_of
 
 TOKEN = "test-token-0123456789abcdef"
 FAST = {"input_size": "32x32", "warmup_ms": 0, "iterations": 5, "duration_s": 0}
@@ -143,7 +145,7 @@ def test_twenty_concurrent_clients_get_their_own_answers_and_never_overlap(agent
         assert r["input_shape"] == [1, 3, 16 + 2 * i, 16 + 2 * i]
         assert r["agent"]["cache"] == "miss"
     spans = sorted((r["agent"]["measure_start"], r["agent"]["measure_end"]) for r in results.values())
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, "two measurements overlapped"
 
 

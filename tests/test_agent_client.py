@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
-
 from segfactory.benchmarks.agent_client import measure_remote, read_token_file
 from segfactory.benchmarks.agent_settings import MeasureSettings
 from segfactory.factory.errors import InputError, RunError
@@ -21,9 +22,9 @@ class _FakeAgent(BaseHTTPRequestHandler):
     """Answers 503 ``busy`` times, then a benchmark JSON of the uploaded bytes."""
 
     busy = 2
-    calls: list[tuple[float, str, str]] = []
+    calls: ClassVar[list[tuple[float, str, str]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         import hashlib
 
         data = self.rfile.read(int(self.headers["Content-Length"]))
@@ -72,7 +73,7 @@ def test_retries_503_with_growing_backoff(fake_agent, tmp_path):
     assert result["median_ms"] == 1.5
     times = [t for t, _, _ in _FakeAgent.calls]
     assert len(times) == 3
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.18 and gaps[1] > gaps[0]  # 0.1 s, then 0.2 s
     _, path, auth = _FakeAgent.calls[0]
     assert auth == "Bearer abc123" and "input_size=64x48" in path and "precision=fp16" in path
