@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,8 +221,12 @@ class Agent:
                           **{"Retry-After": "2"})
         self.pending += 1
         try:
+            # queued models wait on disk, not in memory (queue limit x body limit could exceed a Jetson's RAM)
+            path = self.workdir / f"{info.sha256}-{uuid.uuid4().hex[:12]}.onnx"
+            await asyncio.to_thread(path.write_bytes, data)
+            del data
             # shielded: a client that goes away never interrupts the worker protocol; the result is still cached
-            result, status = await asyncio.shield(asyncio.ensure_future(self._measure_queued(info, data, settings)))
+            result, status = await asyncio.shield(asyncio.ensure_future(self._measure_queued(info, path, settings)))
         finally:
             self.pending -= 1
         return web.json_response(self._answer(result, status, t_arrive))
@@ -273,25 +278,24 @@ class Agent:
         return out
 
     # ---- the worker ---------------------------------------------------------------------------------------
-    async def _measure_queued(self, info: OnnxInfo, data: bytes, settings: MeasureSettings
+    async def _measure_queued(self, info: OnnxInfo, path: Path, settings: MeasureSettings
                               ) -> tuple[dict[str, Any], str]:
+        """Wait for the worker, measure the model spooled at ``path`` (deleted afterwards), cache the result."""
         t_queued = time.monotonic()
-        async with self.lock:
-            skey = settings.key(self.backend)
-            cached = self._cached(info.sha256, skey)  # the same model may have been measured while we waited
-            if cached is not None:
-                return cached, "hit"
-            wait_s = time.monotonic() - t_queued
-            path = self.workdir / f"{info.sha256}.onnx"
-            path.write_bytes(data)
-            try:
+        try:
+            async with self.lock:
+                skey = settings.key(self.backend)
+                cached = self._cached(info.sha256, skey)  # the same model may have been measured while we waited
+                if cached is not None:
+                    return cached, "hit"
+                wait_s = time.monotonic() - t_queued
                 reply = await self._run_job({
                     "path": str(path), "settings": settings.to_dict(), "input_name": info.input_name,
                     "input_shape": list(info.input_shape), "dynamic": info.dynamic,
                     "timeout_s": self.config.timeout_s})
-            finally:
-                path.unlink(missing_ok=True)
-            self.measurements += 1
+                self.measurements += 1
+        finally:
+            path.unlink(missing_ok=True)
         if not reply["ok"]:
             log.info("measure %s failed: %s", info.sha256[:12], reply["message"])
             raise (InputError if reply["kind"] == "input" else RunError)(reply["message"])

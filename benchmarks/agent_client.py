@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -26,8 +25,8 @@ CONNECT_TIMEOUT_S = 10.0
 RETRIES = 5
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
-_RETRYABLE = (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine, socket.gaierror,
-              TimeoutError, OSError)
+# connection refused/reset, DNS failures, connect timeouts, a connection closed before a whole answer
+_RETRYABLE = (OSError, http.client.HTTPException)
 
 
 def read_token_file(path: str | Path | None) -> str | None:

@@ -147,6 +147,7 @@ def test_twenty_concurrent_clients_get_their_own_answers_and_never_overlap(agent
     spans = sorted((r["agent"]["measure_start"], r["agent"]["measure_end"]) for r in results.values())
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, "two measurements overlapped"
+    assert not list(agent.agent.workdir.iterdir()), "spooled models were left behind"
 
 
 def test_repeated_model_is_a_cache_hit(agent, token_file):
