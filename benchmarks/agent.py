@@ -35,7 +35,7 @@ from segfactory.benchmarks.agent_backends import (
     select_backend,
     worker_environment,
 )
-from segfactory.benchmarks.agent_onnx import OnnxInfo, inspect_onnx
+from segfactory.benchmarks.agent_onnx import OnnxInfo, inspect_onnx, sha256_hex
 from segfactory.benchmarks.agent_settings import MeasureSettings
 from segfactory.factory.errors import InputError, RunError, SegfactoryError
 from segfactory.factory.io import atomic_write_json
@@ -211,11 +211,12 @@ class Agent:
         data = await self._read_body(request)
         if data is None:
             return _error(413, f"body exceeds the agent's limit of {self.config.max_body_bytes} bytes (--max-body-mb)")
-        info = await asyncio.to_thread(inspect_onnx, data, settings)
         skey = settings.key(self.backend)
-        cached = self._cached(info.sha256, skey)
+        # a model measured before with these settings was valid then: answer without parsing it again
+        cached = self._cached(await asyncio.to_thread(sha256_hex, data), skey)
         if cached is not None:
             return web.json_response(self._answer(cached, "hit", t_arrive))
+        info = await asyncio.to_thread(inspect_onnx, data, settings)
         if self.pending >= self.config.queue_limit:
             return _error(503, f"queue full ({self.pending} waiting, --queue-limit {self.config.queue_limit})",
                           **{"Retry-After": "2"})
