@@ -1,0 +1,98 @@
+"""Proxy-training presets: the paper's schedule and smaller ones that fit a CPU or the test suite.
+
+``paper`` follows method.md §5 (WACV values). ``cpu-small`` keeps the same two-stage structure, scaled so a
+search of several candidates on camvid-mini finishes in minutes on 2 CPU cores. ``test`` is tiny, for the test
+suite only (its scores mean nothing). ``auto`` is ``paper`` on CUDA and ``cpu-small`` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from segfactory.factory.errors import InputError
+
+PRESET_NAMES = ("auto", "paper", "cpu-small", "test")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    crop: tuple[int, int] = (320, 320)  # stage-1 cached crops and stage-2 crops (H, W)
+    scale: tuple[float, float] = (0.7, 1.4)  # random scale before the crop
+    cache_size: int = 1000  # stage-1 cached crops
+    stage1_epochs: int = 5
+    stage1_batch: int = 32
+    stage1_lr: float = 7e-3
+    stage1_polyak: float = 0.9
+    stage2_epochs: int = 5
+    stage2_batch: int = 32
+    stage2_steps: int | None = None  # cap on steps per stage-2 epoch; None: whole epochs
+    stage2_enc_lr: float = 5e-4
+    stage2_dec_lr: float = 2e-3
+    stage2_polyak: float = 0.99
+    weight_decay: float = 1e-5
+    grad_clip: float = 3.0
+    val_fraction: float = 0.1  # of the train split, held out in contiguous blocks of frames
+    val_blocks: int = 3
+    val_long_side: int | None = None  # resize held-out images so the longer side is this; None: as stored
+    val_batch: int = 10
+    time_limit_s: float | None = None  # per candidate
+    max_proxy_macs: int | None = None  # proxy model's multiply-adds at the crop size; larger ones are rejected
+    workers: int = 4  # stage-2 loader processes
+
+    def __post_init__(self) -> None:
+        for name in ("cache_size", "stage1_batch", "stage2_batch", "val_blocks", "val_batch"):
+            if getattr(self, name) < 1:
+                raise InputError(f"proxy setting {name}={getattr(self, name)} must be >= 1")
+        for name in ("stage1_epochs", "stage2_epochs", "workers"):
+            if getattr(self, name) < 0:
+                raise InputError(f"proxy setting {name}={getattr(self, name)} must be >= 0")
+        if not 0 < self.val_fraction < 1:
+            raise InputError(f"proxy setting val_fraction={self.val_fraction} must be in (0, 1)")
+        if len(self.crop) != 2 or min(self.crop) < 16:
+            raise InputError(f"proxy setting crop={self.crop} must be HxW with sides >= 16")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["crop"], d["scale"] = list(self.crop), list(self.scale)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ProxySettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"unknown proxy setting(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        for key in ("crop", "scale"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    def with_(self, **changes: Any) -> "ProxySettings":
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, ProxySettings] = {
+    "paper": ProxySettings(),
+    "cpu-small": ProxySettings(
+        crop=(128, 160), scale=(0.75, 1.25), cache_size=48, stage1_epochs=2, stage1_batch=12,
+        stage2_epochs=2, stage2_batch=8, stage2_steps=4, val_fraction=0.2, val_blocks=4, val_long_side=240,
+        val_batch=8, time_limit_s=150.0, max_proxy_macs=400_000_000, workers=0,
+    ),
+    "test": ProxySettings(
+        crop=(64, 64), scale=(1.0, 1.0), cache_size=8, stage1_epochs=1, stage1_batch=4, stage2_epochs=1,
+        stage2_batch=4, stage2_steps=2, val_fraction=0.2, val_blocks=2, val_long_side=64, val_batch=8,
+        time_limit_s=60.0, max_proxy_macs=None, workers=0,
+    ),
+}
+
+
+def resolve_preset(name: str, device: str) -> tuple[str, ProxySettings]:
+    """(concrete preset name, settings); ``auto`` -> ``paper`` on CUDA, ``cpu-small`` otherwise."""
+    if name == "auto":
+        name = "paper" if device == "cuda" else "cpu-small"
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r} (one of {', '.join(PRESET_NAMES)})")
+    return name, PRESETS[name]

@@ -1,0 +1,365 @@
+"""Candidates trained in parallel on a Ray cluster: :class:`RayExecutor` implements the executor protocol.
+
+The driver (the search loop) proposes, prechecks and records; ``workers`` Ray actors proxy-train. Each actor
+holds one :class:`~segfactory.search.proxy.ProxyData` (cached stage-1 encoder features, the meta-train frames,
+the held-out tensors), put in the object store ONCE by the driver (``ray.put``) and handed to every actor by
+reference: an actor deserialises it once and keeps it for all its candidates; nothing is re-sent per candidate.
+
+Early stopping: the worker decides against a SNAPSHOT of the driver's :class:`EarlyStopper` taken when the job
+is dispatched (its own RNG seeded from the candidate's seed), and returns its per-checkpoint scores; when the
+result arrives the driver replays those scores into its stopper. Why not a shared stopper actor: (1) the
+stopper's state must stay consistent with trials.jsonl for ``--resume`` -- with a live actor, a worker that
+dies after its first checkpoint would already have moved the running means, and a retry would count the
+candidate twice; with the snapshot only recorded trials move the state, exactly as in a local search;
+(2) no round trip to a single actor at every checkpoint. What is lost: a running candidate does not see the
+scores of the <= workers-1 candidates finishing meanwhile -- a few values in a 0.99 moving average.
+
+Faults: an actor that dies (process killed, node lost, Ray's out-of-memory killer) is replaced and its
+candidate goes back to the front of the queue, at most ``max_retries`` times; then the candidate is recorded
+as failed with the reason. The driver itself can be killed: the loop's state.pt lists every proposal in
+flight, and ``--resume`` re-runs them with the same genotype and seed.
+
+Ray is imported only here, and only when a :class:`RayExecutor` is made: ``--executor local`` never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from segfactory.factory.errors import InputError, RunError, SegfactoryError
+from segfactory.search.executors import CandidateJob
+from segfactory.search.proxy import ProxyResult
+
+if TYPE_CHECKING:
+    from segfactory.search.loop import Search
+
+# Test-only hook (read on the driver, passed to the actors): the path of a marker file; the first candidate to
+# reach its first checkpoint creates it and kills its own worker process, to exercise the retry path.
+KILL_MARKER_ENV = "SEGFACTORY_RAY_TEST_KILL_MARKER"
+MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how candidates train on Ray."""
+
+    address: str | None = None  # None: a Ray already initialised here, else a new local one; "auto"; ray://H:P
+    workers: int = 2  # candidates in flight (one actor each)
+    gpus_per_trial: float | None = None  # None: 1 when the search runs on CUDA, else 0
+    cpus_per_trial: float = 1.0  # also the torch threads of each worker
+    max_retries: int = MAX_RETRIES  # per candidate, after its worker died
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise InputError(f"--workers {self.workers} must be at least 1")
+        if self.cpus_per_trial <= 0:
+            raise InputError(f"--cpus-per-trial {self.cpus_per_trial:g} must be positive")
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
+            raise InputError(f"--gpus-per-trial {self.gpus_per_trial:g} must be >= 0")
+        if self.max_retries < 0:
+            raise InputError(f"max_retries {self.max_retries} must be >= 0")
+        if self.address is not None and not (self.address == "auto" or self.address.startswith("ray://")
+                                             or ":" in self.address):
+            raise InputError(f"--ray-address {self.address!r}: use auto, ray://HOST:PORT or HOST:PORT")
+
+
+def make_ray_executor_factory(address: str | None = None, workers: int = 2, gpus_per_trial: float | None = None,
+                              cpus_per_trial: float = 1.0, max_retries: int = MAX_RETRIES
+                              ) -> Callable[["Search"], "RayExecutor"]:
+    """An ``executor_factory`` for :class:`~segfactory.search.loop.Search` / ``run_search``."""
+    settings = RaySettings(address, workers, gpus_per_trial, cpus_per_trial, max_retries)
+    return lambda search: RayExecutor(search, settings)
+
+
+def executor_factory_from_options(options: Any) -> Callable[["Search"], "RayExecutor"]:
+    """The factory for a :class:`SearchOptions` with ``executor == "ray"`` (its ray_* fields, when present)."""
+    return make_ray_executor_factory(
+        address=getattr(options, "ray_address", None),
+        workers=getattr(options, "ray_workers", None) or getattr(options, "workers", None) or 2,
+        gpus_per_trial=getattr(options, "gpus_per_trial", None),
+        cpus_per_trial=getattr(options, "cpus_per_trial", None) or 1.0,
+    )
+
+
+# -- the worker (a plain class; ray.remote wraps it on the driver) ------------------------------------------------
+
+class TrialWorker:
+    """One Ray actor: trains candidates one at a time on the ProxyData it was given once."""
+
+    def __init__(self, proxy_data: Any, device: str, threads: int, kill_marker: str | None = None) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))  # one worker = its CPUs, never the whole machine
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RunError(f"Ray worker on {os.uname().nodename} was given a GPU but torch sees no CUDA device")
+        self.data = proxy_data  # resolved from the object store by Ray: deserialised once per actor
+        self.device = device
+        self.kill_marker = kill_marker
+
+    def ping(self) -> str:
+        return os.uname().nodename
+
+    def train(self, genotype: dict[str, Any], seed: int, stopper_state: dict[str, Any] | None,
+              checkpoints: int) -> dict[str, Any]:
+        from segfactory.factory.genotype import Genotype
+        from segfactory.search.early_stop import EarlyStopper
+        from segfactory.search.proxy import train_candidate
+
+        should_continue = None
+        if stopper_state is not None:
+            stopper = EarlyStopper(checkpoints)
+            stopper.load_state_dict(stopper_state)
+            # Concurrent candidates share one snapshot: draw from the candidate's own stream, not the shared one
+            stopper.rng = random.Random(seed * 7_919 + 4_242)
+            should_continue = stopper.should_continue
+
+        def check(k: int, value: float) -> bool:
+            if self.kill_marker and k == 0:
+                _test_kill_once(self.kill_marker)
+            return should_continue is None or should_continue(k, value)
+
+        t = time.monotonic()
+        result = train_candidate(Genotype.from_dict(genotype), self.data, seed=seed, device=self.device,
+                                 should_continue=check)
+        out = result.to_dict()
+        out["_worker"] = {"node": os.uname().nodename, "pid": os.getpid(), "train_s": time.monotonic() - t}
+        return out
+
+
+def _test_kill_once(marker: str) -> None:
+    """Test hook: the first caller creates ``marker`` and dies abruptly, as a crashed worker would."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os._exit(17)
+
+
+# -- the driver side ----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Running:
+    job: CandidateJob
+    attempt: int  # 0 = first try
+    slot: int  # index of the actor in RayExecutor.actors
+
+
+class RayExecutor:
+    """Trains up to ``workers`` candidates at once on Ray actors; results come back in completion order."""
+
+    def __init__(self, search: "Search", settings: RaySettings) -> None:
+        import ray
+
+        self.ray = ray
+        self.search = search
+        self.settings = settings
+        self.capacity = settings.workers
+        self._own_ray = False
+        self.actors: list[Any] = []
+        self.idle: list[int] = []
+        self.queue: deque[tuple[CandidateJob, int]] = deque()  # (job, attempt) waiting for an actor
+        self.running: dict[Any, _Running] = {}  # ObjectRef -> what it is
+        self.restarts = 0
+        if not ray.is_initialized():
+            self._status(f"connecting to Ray at {settings.address}" if settings.address else "starting a local Ray")
+            try:
+                ray.init(address=settings.address, include_dashboard=False, logging_level="WARNING",
+                         log_to_driver=True)
+            except Exception as e:  # noqa: BLE001 - unreachable cluster, bad address: one line
+                first = (str(e).strip().splitlines() or [""])[0][:300]
+                raise RunError(f"cannot start or reach Ray (address {settings.address or 'local'}): "
+                               f"{type(e).__name__}: {first}") from None
+            self._own_ray = True
+        try:
+            self._start(search, settings)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, search: "Search", settings: RaySettings) -> None:
+        ray = self.ray
+        gpus = settings.gpus_per_trial
+        if gpus is None:
+            gpus = 1.0 if search.ctx.device == "cuda" else 0.0
+        self.gpus = float(gpus)
+        self.device = "cuda" if self.gpus > 0 else "cpu"
+        self._check_resources()
+        self.checkpoints = 1 + search.ctx.settings.stage2_epochs
+        self.kill_marker = os.environ.get(KILL_MARKER_ENV) or None
+        # The one copy of the proxy data the whole run shares (cached features, frames, held-out tensors).
+        self.data_ref = ray.put(search.proxy_data())
+        self.remote_cls = ray.remote(TrialWorker)
+        self.actors = [self._new_actor() for _ in range(self.capacity)]
+        self.idle = list(range(self.capacity))
+        _skip_in_flight(search, self)
+
+    # -- protocol ----------------------------------------------------------------------------------------------
+    def submit(self, job: CandidateJob) -> None:
+        if job.index in self.in_flight_indices():  # the loop handed out a proposal that is still training
+            raise RunError(f"candidate #{job.index} was submitted while it is still in flight")
+        self.queue.append((job, 0))
+        self._dispatch()
+
+    def in_flight(self) -> int:
+        return len(self.queue) + len(self.running)
+
+    def in_flight_indices(self) -> set[int]:
+        return {j.index for j, _ in self.queue} | {r.job.index for r in self.running.values()}
+
+    def wait(self) -> tuple[CandidateJob, ProxyResult]:
+        ray = self.ray
+        while True:
+            self._dispatch()
+            if not self.running:
+                raise RunError("RayExecutor.wait() with no candidate in flight")
+            ready, _ = ray.wait(list(self.running), num_returns=1)
+            ref = ready[0]
+            run = self.running.pop(ref)
+            try:
+                payload = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:  # an exception raised inside the worker's code
+                cause = getattr(e, "cause", None)
+                self.idle.append(run.slot)
+                if isinstance(cause, SegfactoryError):
+                    raise cause from None  # bad data or settings: stop the search, as a local run would
+                first = (str(cause or e).strip().splitlines() or [""])[0][:300]
+                return self._done(run.job, ProxyResult("failed", reason=f"worker error: "
+                                                       f"{type(cause or e).__name__}: {first}"))
+            except _worker_lost(ray) as e:
+                reason = _lost_reason(e)
+                self._replace_actor(run.slot)
+                if run.attempt < self.settings.max_retries:
+                    self._status(f"candidate #{run.job.index}: worker lost ({reason}); retry "
+                                 f"{run.attempt + 1}/{self.settings.max_retries}")
+                    self.queue.appendleft((run.job, run.attempt + 1))
+                    continue
+                return self._done(run.job, ProxyResult(
+                    "failed", reason=f"worker lost {run.attempt + 1} times (last: {reason})"))
+            self.idle.append(run.slot)
+            payload.pop("_worker", None)
+            result = ProxyResult(**payload)
+            if run.attempt:  # retries are part of the record's story
+                result.reason = (result.reason + "; " if result.reason else "") + \
+                    f"retried {run.attempt} time(s) after its worker was lost"
+            return self._done(run.job, result)
+
+    def close(self) -> None:
+        ray = self.ray
+        for ref in list(self.running):
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - actor tasks may not be cancellable; the actor is killed below
+                pass
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+        self.running.clear()
+        self.queue.clear()
+        self.actors = []
+        self.data_ref = None
+        if self._own_ray:
+            ray.shutdown()
+            self._own_ray = False
+
+    # -- internals ---------------------------------------------------------------------------------------------
+    def _done(self, job: CandidateJob, result: ProxyResult) -> tuple[CandidateJob, ProxyResult]:
+        # The driver's stopper learns what the worker saw, in completion order (see the module docstring).
+        stopper = self.search.stopper
+        for k, value in enumerate(result.checkpoints[: self.checkpoints]):
+            stopper.should_continue(k, float(value))
+        return job, result
+
+    def _dispatch(self) -> None:
+        while self.queue and self.idle:
+            job, attempt = self.queue.popleft()
+            slot = self.idle.pop(0)
+            stopper = self.search.stopper
+            snapshot = stopper.state_dict() if stopper.enabled else None
+            ref = self.actors[slot].train.remote(job.proposal.genotype.to_dict(), job.seed, snapshot,
+                                                 self.checkpoints)
+            self.running[ref] = _Running(job, attempt, slot)
+
+    def _new_actor(self):
+        threads = max(1, int(self.settings.cpus_per_trial))
+        return self.remote_cls.options(num_cpus=self.settings.cpus_per_trial, num_gpus=self.gpus,
+                                       max_restarts=0, max_task_retries=0).remote(
+            self.data_ref, self.device, threads, self.kill_marker)
+
+    def _replace_actor(self, slot: int) -> None:
+        try:
+            self.ray.kill(self.actors[slot], no_restart=True)
+        except Exception:  # noqa: BLE001 - it is dead already
+            pass
+        self.actors[slot] = self._new_actor()
+        self.idle.append(slot)
+        self.restarts += 1
+
+    def _check_resources(self) -> None:
+        total = self.ray.cluster_resources()
+        cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+        s = self.settings
+        # A cluster that autoscales may grow; a local Ray started here will not: only then is it an error.
+        problem = None
+        if s.cpus_per_trial > cpus:
+            problem = f"--cpus-per-trial {s.cpus_per_trial:g}: the Ray cluster has {cpus:g} CPU(s)"
+        elif self.gpus > gpus:
+            problem = (f"--gpus-per-trial {self.gpus:g}: the Ray cluster has {gpus:g} GPU(s)"
+                       + (" (the search runs on CUDA; pass --gpus-per-trial 0 to train on CPUs)"
+                          if s.gpus_per_trial is None else ""))
+        if problem and self._own_ray and s.address is None:
+            raise InputError(problem)
+        if problem:
+            self._status(f"{problem}; waiting for the cluster to grow")
+            return
+        if s.workers * s.cpus_per_trial > cpus or (self.gpus and s.workers * self.gpus > gpus):
+            self._status(f"{s.workers} workers need more than the cluster's {cpus:g} CPU(s)/{gpus:g} GPU(s): "
+                         f"some will wait for resources")
+
+    def _status(self, message: str) -> None:
+        if self.search.on_event is not None:
+            self.search.on_event({"kind": "status", "message": message})
+
+
+def _skip_in_flight(search: "Search", executor: RayExecutor) -> None:
+    """Make ``search._next_job`` skip proposals that are already training on this executor.
+
+    The loop re-runs ``pending`` proposals first (after a resume, those are the ones that were in flight when
+    the driver died); with several candidates in flight, pending also holds the ones training right now, which
+    must not be handed out twice. Hides them from the loop's ``_next_job`` for the call, then saves the state
+    again so that state.pt lists every proposal in flight. Harmless where the loop already skips them.
+    """
+    original = search._next_job
+
+    def next_job() -> CandidateJob:
+        busy = executor.in_flight_indices()
+        hidden = {i: search.pending.pop(i) for i in sorted(busy) if i in search.pending}
+        try:
+            return original()
+        finally:
+            if hidden:
+                search.pending.update(hidden)
+                search._save()
+
+    search._next_job = next_job
+
+
+def _worker_lost(ray) -> tuple[type[BaseException], ...]:
+    e = ray.exceptions
+    kinds = [e.RayActorError, e.WorkerCrashedError, e.NodeDiedError, e.ObjectLostError, e.OutOfMemoryError,
+             e.LocalRayletDiedError]
+    return tuple(k for k in kinds if isinstance(k, type))
+
+
+def _lost_reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    # Ray's messages are long; keep the kind and the first clause.
+    return f"{type(e).__name__}: {text[:200]}"
