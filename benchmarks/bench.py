@@ -58,6 +58,14 @@ def run_bench(specs: Sequence[ModelSpec], *, backend: str, input_size: tuple[int
         raise InputError(f"--batch {batch} must be at least 1")
     if backend == "ort" and threads is None:
         threads = 1
+    if backend == "trt":  # fail before any export when the backend is missing
+        from segfactory.benchmarks.trt_runner import _import_trt
+
+        _import_trt()
+    elif backend == "trtexec":
+        from segfactory.benchmarks.trtexec import find_trtexec
+
+        find_trtexec()
     with tempfile.TemporaryDirectory(prefix="segfactory-bench-") as tmp:
         if backend == "trtexec":
             return _run_trtexec(specs, Path(tmp), input_size, batch, precision, warmup_ms, min_seconds)

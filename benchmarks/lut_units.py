@@ -140,6 +140,7 @@ def enumerate_units(config: ModelConfig, input_size: Size) -> list[str]:
     # Ops of one class move a state alike (sep ops halve per unit, max-pool once, the others never), and the
     # merged state does not depend on the merge kind: walk chains per class pair, emit every op and merge.
     classes = [[o for o in OP_NAMES if _op_class(o) == k] for k in ("sep", "pool", "keep")]
+    memo: dict[tuple, State] = {}
     for l in range(NUM_LAYERS):
         outs: set[State] = set()
         strides = (1, 2) if l < STRIDED_LAYERS else (1,)
@@ -152,12 +153,17 @@ def enumerate_units(config: ModelConfig, input_size: Size) -> list[str]:
                         nxt = set()
                         grow = stride if r == 0 else 1
                         for a, b in frontier:
-                            ya = [op_unit(emit, o, a[0], a[0] * grow, stride, a[1], config.sep_repeats)
-                                  for o in ops_a][0]
-                            yb = [op_unit(emit, o, b[0], b[0] * grow, stride, b[1], config.sep_repeats)
-                                  for o in ops_b][0]
-                            for merge in MERGE_NAMES:
-                                y = merge_unit(emit, merge, ya, yb, l < STRIDED_LAYERS)
+                            # a step's units and result depend only on this key: earlier layers did most
+                            key = (id(ops_a), id(ops_b), stride, grow, l < STRIDED_LAYERS, a, b)
+                            y = memo.get(key)
+                            if y is None:
+                                ya = [op_unit(emit, o, a[0], a[0] * grow, stride, a[1], config.sep_repeats)
+                                      for o in ops_a][0]
+                                yb = [op_unit(emit, o, b[0], b[0] * grow, stride, b[1], config.sep_repeats)
+                                      for o in ops_b][0]
+                                for merge in MERGE_NAMES:
+                                    y = merge_unit(emit, merge, ya, yb, l < STRIDED_LAYERS)
+                                memo[key] = y
                             outs.add(y)
                             nxt.add((b, y))
                         frontier = nxt

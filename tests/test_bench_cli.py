@@ -15,7 +15,7 @@ def run(args, timeout=300):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-FAST = ["--input-size", "64x64", "--min-seconds", "0.2", "--rounds", "2", "--warmup-ms", "20", "--json"]
+FAST = ["--input-size", "64x64", "--min-seconds", "0.1", "--rounds", "2", "--warmup-ms", "10", "--json"]
 
 
 def test_bench_arch_json_fields():
