@@ -1,0 +1,179 @@
+"""Searches on a local Ray cluster (the ``ray`` extra): parallel candidates, a killed worker, a killed driver.
+
+One ``ray.init(num_cpus=2)`` serves the whole module. Latency comes from the jetson-orin-nano roofline estimate
+(deterministic, no export), proxies use the tiny ``test`` preset on camvid-mini.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install segfactory[ray])")
+
+from segfactory.factory.config import ModelConfig  # noqa: E402
+from segfactory.factory.genotype import Genotype  # noqa: E402
+from segfactory.factory.model import build_model  # noqa: E402
+from segfactory.search.loop import SearchOptions, run_search  # noqa: E402
+from segfactory.search.ray_executor import KILL_MARKER_ENV, RayExecutor, make_ray_executor_factory  # noqa: E402
+
+TRAINED = ("ok", "early-stopped", "failed")
+
+
+def _camvid_mini_or_skip() -> None:
+    from segfactory.factory.datasets import camvid_mini_path
+    from segfactory.factory.errors import InputError
+
+    try:
+        camvid_mini_path()
+    except InputError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    _camvid_mini_or_skip()
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _options(out: Path, budget: int, strategy: str = "ppo", seed: int = 0) -> SearchOptions:
+    return SearchOptions(out=str(out), budget=budget, strategy=strategy, seed=seed, preset="test",
+                         encoder_weights="none", target="jetson-orin-nano", input_size=(64, 64), device="cpu",
+                         threads=1, executor="ray", proxy={"max_proxy_macs": 10**12})
+
+
+def _trials(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+
+
+def _check_complete(out: Path, budget: int) -> list[dict]:
+    trials = _trials(out)
+    indices = [t["index"] for t in trials]
+    assert sorted(indices) == list(range(len(trials))), f"indices {indices}"
+    assert sum(t["status"] in TRAINED for t in trials) == budget
+    config = ModelConfig.create(11, 48, 1, "none")
+    for t in trials:
+        g = Genotype.from_dict(t["genotype"])
+        assert g.key() == t["key"]
+        build_model(g, config, load_weights=False)
+        if t["status"] in ("ok", "early-stopped"):
+            assert t["reward"] is not None and 0 <= t["miou"] <= 1
+        assert t["wall_s"] is not None and t["latency_source"] == "estimated"
+    for name in ("best.json", "state.pt", "summary.md", "run.json"):
+        assert (out / name).is_file(), name
+    return trials
+
+
+def test_four_candidates_two_workers(ray_cluster, tmp_path):
+    out = tmp_path / "run"
+    events = []
+    summary = run_search(_options(out, 4), on_event=events.append,
+                         executor_factory=make_ray_executor_factory(workers=2))
+    trials = _check_complete(out, 4)
+    assert len(trials) == 4 and summary["trained"] == 4
+    # Two candidates were in flight together: a second was submitted before the first came back.
+    kinds = [e["kind"] for e in events if e["kind"] in ("candidate", "trial")]
+    assert kinds[:2] == ["candidate", "candidate"], kinds
+    # The driver's stopper learned every checkpoint the workers saw.
+    state = __import__("torch").load(out / "state.pt", weights_only=True)
+    assert sum(state["stopper"]["steps"]) == sum(len(t.get("checkpoints", [])) for t in trials)
+
+
+def test_killed_worker_is_retried(ray_cluster, tmp_path, monkeypatch):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_MARKER_ENV, str(marker))
+    out = tmp_path / "run"
+    events = []
+    run_search(_options(out, 2, strategy="random"), on_event=events.append,
+               executor_factory=make_ray_executor_factory(workers=2))
+    assert marker.is_file(), "no worker was killed"
+    trials = _check_complete(out, 2)
+    retried = [t for t in trials if "retried 1 time" in t["reason"]]
+    assert len(retried) == 1 and retried[0]["status"] in ("ok", "early-stopped"), trials
+    assert any("worker lost" in e.get("message", "") for e in events if e["kind"] == "status")
+
+
+def test_worker_lost_beyond_retries_is_failed(ray_cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv(KILL_MARKER_ENV, str(tmp_path / "killed"))
+    out = tmp_path / "run"
+    run_search(_options(out, 1, strategy="random"),
+               executor_factory=make_ray_executor_factory(workers=1, max_retries=0))
+    (t,) = _trials(out)
+    assert t["status"] == "failed" and t["reason"].startswith("worker lost 1 times"), t
+    assert t["reward"] is None and t["score"] is None
+
+
+class _DriverDies(Exception):
+    pass
+
+
+def test_killed_driver_resumes(ray_cluster, tmp_path):
+    """The driver stops after its first result with another candidate in flight; --resume completes the run."""
+    out = tmp_path / "run"
+
+    def dying_factory(search):
+        ex = make_ray_executor_factory(workers=2)(search)
+        wait = ex.wait
+        calls = []
+
+        def wait_then_die():
+            if calls:
+                raise _DriverDies
+            calls.append(1)
+            return wait()
+
+        ex.wait = wait_then_die
+        return ex
+
+    with pytest.raises(_DriverDies):
+        run_search(_options(out, 3, strategy="evolution", seed=3), executor_factory=dying_factory)
+    first = _trials(out)
+    assert len(first) == 1
+    run_search(_options(out, 3, strategy="evolution", seed=3), resume=True,
+               executor_factory=make_ray_executor_factory(workers=2))
+    trials = _check_complete(out, 3)
+    assert trials[0] == first[0]
+
+
+def test_executor_refuses_a_duplicate_submission():
+    ex = RayExecutor.__new__(RayExecutor)  # only the bookkeeping is exercised
+    from collections import deque
+
+    from segfactory.search.executors import CandidateJob
+    from segfactory.search.strategies import Proposal
+    from segfactory.factory.zoo import ZOO
+    from segfactory.factory.errors import RunError
+
+    ex.queue, ex.running, ex.idle = deque(), {}, []
+    ex.submit(CandidateJob(0, Proposal(ZOO["arch0"]), 1))
+    with pytest.raises(RunError, match="still in flight"):
+        ex.submit(CandidateJob(0, Proposal(ZOO["arch0"]), 1))
+
+
+def test_local_executor_imports_no_ray(tmp_path):
+    _camvid_mini_or_skip()
+    code = (
+        "import sys\n"
+        "from segfactory.search.loop import SearchOptions, run_search\n"
+        f"o = SearchOptions(out={str(tmp_path / 'run')!r}, budget=1, strategy='random', preset='test', "
+        "encoder_weights='none', target='jetson-orin-nano', input_size=(64, 64), device='cpu', threads=1, "
+        "executor='local', proxy={'max_proxy_macs': 10**12})\n"
+        "run_search(o)\n"
+        "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
+        "assert not bad, bad\n"
+        "print('no-ray')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "no-ray" in r.stdout, r.stderr[-2000:]
