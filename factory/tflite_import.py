@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from segfactory.factory.errors import InputError
 
 # The input convention of the TF-slim weights: x / 127.5 - 1, i.e. mean = std = 0.5 on [0, 1] pixels.
@@ -146,9 +145,8 @@ def _tensor(model, buf: bytes, tensor) -> np.ndarray:
 def convert_tflite(path: str | Path) -> dict[str, Any]:
     """The whole torchvision MobileNetV2 state dict (TF-SAME padding, BN identities) from a TFLite classifier."""
     import torch
-    from torch import nn
-
     from segfactory.factory.encoder import mobilenet_v2
+    from torch import nn
 
     ops = read_weighted_ops(path)
     model = mobilenet_v2(padding="tf_same")
@@ -242,7 +240,6 @@ def import_tflite(
     Returns a summary: output path, bytes, tensors, parameters, sha256 of the input, BN images used.
     """
     import torch
-
     from segfactory.factory.encoder import Encoder, reestimate_bn
     from segfactory.factory.encoder_weights import FORMAT
     from segfactory.factory.io import atomic_write

@@ -10,12 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from segfactory.factory.encoder import Encoder, mobilenet_v2, reestimate_bn
 from segfactory.factory.encoder_weights import BUNDLED_NAME, FORMAT, bundled_path, read_weights_file
 from segfactory.factory.errors import InputError
 from segfactory.factory.tflite_import import (
-    convert_tflite, encoder_state, import_tflite, load_bn_images, read_weighted_ops, sha256_file,
+    convert_tflite,
+    encoder_state,
+    import_tflite,
+    load_bn_images,
+    read_weighted_ops,
+    sha256_file,
 )
 
 SHARED = Path(os.environ.get("SEGFACTORY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -263,7 +267,7 @@ def test_import_tflite_bad_input_is_one_line_and_exit_2(tmp_path, capsys, conten
         src.write_bytes(content)
     out = tmp_path / "out.pt"
     out.write_bytes(b"earlier result")
-    code, stdout, stderr = run_cli(["weights", "import-tflite", str(src), str(out)], capsys)
+    code, _, stderr = run_cli(["weights", "import-tflite", str(src), str(out)], capsys)
     assert code == 2, (code, stderr)
     assert stderr.startswith("Error: ") and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
     assert str(src) in stderr

@@ -7,7 +7,6 @@ import shlex
 from pathlib import Path
 
 import click
-
 from segfactory.factory.commands.options import json_option, version
 
 
