@@ -99,7 +99,7 @@ def tflite_logits(images: np.ndarray) -> np.ndarray:
 def torch_logits(state: dict, padding: str, images: np.ndarray) -> torch.Tensor:
     model = mobilenet_v2(padding)
     model.load_state_dict(state, strict=True)
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # the same pixels, as the weights expect
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # the same pixels, as the weights expect
     with torch.no_grad():
         return model.eval()(x)
 
