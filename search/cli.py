@@ -11,7 +11,7 @@ from segfactory.factory.commands.options import (
     input_size_option, json_option, parse_size_option, quiet_option, version,
 )
 
-STRATEGY_CHOICES = ["ppo", "random", "evolution"]
+STRATEGY_CHOICES = ["ppo", "random", "evolution", "list"]
 PRESET_CHOICES = ["auto", "paper", "cpu-small", "test"]
 
 
@@ -27,11 +27,15 @@ PRESET_CHOICES = ["auto", "paper", "cpu-small", "test"]
               help="Threads of the cpu target's latency measurement [default: 1].")
 @click.option("--budget", type=click.IntRange(1, 10_000_000), default=8, show_default=True,
               help="Candidates to train (ok, early-stopped or failed; rejected ones do not count).")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Start no new candidate after this many minutes (the run can be resumed later).")
 @click.option("--out", default=None, help="Run directory [default: runs/search-<timestamp>].")
 @click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default="ppo", show_default=True)
 @click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True,
               help="Proxy-training schedule: paper (method.md), cpu-small, test (tiny); auto = paper on CUDA, "
                    "else cpu-small.")
+@click.option("--genotypes", "genotypes_file", default=None,
+              help="--strategy list: a file with one architecture per line (zoo name or genotype JSON).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the interrupted search in --out.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -106,6 +110,9 @@ def search(ctx: click.Context, **kw) -> None:
     kw["proxy"] = {k: v for k, v in proxy.items() if v is not None}
     kw["early_stopping"] = not kw.pop("no_early_stopping")
     kw["feedback"] = kw.pop("action_feedback")
+    kw["genotypes"] = read_genotype_list(kw.pop("genotypes_file"))
+    if kw["strategy"] == "list" and not kw["genotypes"] and not resume:
+        raise click.UsageError("--strategy list needs --genotypes FILE")
     options = SearchOptions(**kw)
     view = None if (quiet or as_json) else LiveView()
     try:
@@ -141,6 +148,34 @@ def pick_cmd(run_dir: str, max_latency_ms: float | None, max_params: int | None,
         t = best["trial"]
         click.echo(f"trial {t['index']} ({t['key']}): reward {t['reward']:.4f}, score {t['score']:.4f}, "
                    f"{t['latency_ms']:.2f} ms, {t['params']:,} params -> {out}")
+
+
+def read_genotype_list(path: str | None) -> list[dict]:
+    """One architecture per line: a zoo name or a genotype JSON object; blank lines and # comments skipped."""
+    if path is None:
+        return []
+    from pathlib import Path
+
+    from segfactory.factory.errors import InputError
+    from segfactory.factory.genotype import Genotype
+    from segfactory.factory.zoo import ZOO
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"genotype list {p} does not exist")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line in ZOO:
+            out.append(ZOO[line].to_dict())
+            continue
+        try:
+            out.append(Genotype.from_json(line).to_dict())
+        except InputError as e:
+            raise InputError(f"{p} line {n}: {e}") from None
+    return out
 
 
 class LiveView:

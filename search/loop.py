@@ -22,7 +22,7 @@ from segfactory.factory.genotype import Genotype
 from segfactory.search.early_stop import EarlyStopper
 from segfactory.search.executors import CandidateJob, Executor, LocalExecutor
 from segfactory.search.reward import RewardSpec, compute_reward
-from segfactory.search.strategies import Proposal, make_strategy
+from segfactory.search.strategies import Proposal, StrategyExhausted, make_strategy
 from segfactory.search.trials import TRAINED, TrialStore, best_trial, trained_count
 
 RUN_FORMAT = "segfactory.search-run/1"
@@ -73,6 +73,9 @@ class SearchOptions:
     tournament: int = 5
     proxy: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's ProxySettings
     executor: str = "local"
+    max_minutes: float | None = None  # stop proposing after this much wall time in this process
+    genotypes: list[dict[str, Any]] = field(default_factory=list)  # the list strategy's genotypes
+
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -162,7 +165,7 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     run = _prepare_out(out, resume)
     if run is not None:  # a resumed run keeps its settings; only the budget (and runtime knobs) may change
         saved = SearchOptions.from_dict(run["options"])
-        for name in ("budget", "threads", "executor"):
+        for name in ("budget", "threads", "executor", "max_minutes"):
             setattr(saved, name, getattr(options, name))
         saved.out = options.out
         options = saved
@@ -178,7 +181,7 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     else:
         preset, settings = resolve_preset(options.preset, device)
         settings = settings.with_(**options.proxy) if options.proxy else settings
-    make_strategy(options.strategy, options.seed)  # validates the name early
+    make_strategy(options.strategy, options.seed, genotypes=options.genotypes)  # validates early
     _emit(on_event, "status", message=f"opening {options.data}")
     dataset = open_dataset(options.data, "train")
     if run is not None:
@@ -269,7 +272,7 @@ class Search:
         self.on_event = on_event
         self.store = TrialStore(ctx.out / "trials.jsonl")
         self.strategy = make_strategy(o.strategy, o.seed, feedback=o.feedback, settings=self._pg_settings(),
-                                      population=o.population, sample=o.tournament)
+                                      population=o.population, sample=o.tournament, genotypes=o.genotypes)
         self.stopper = EarlyStopper(1 + ctx.settings.stage2_epochs, seed=o.seed + 4242, enabled=o.early_stopping)
         self.next_index = 0
         self.pending: dict[int, dict[str, Any]] = {}  # index -> {"proposal": ..., "seed": ...}
@@ -449,6 +452,10 @@ class Search:
               budget=self.ctx.options.budget, best=best, eta_s=self.eta())
         return rec
 
+    def _out_of_time(self) -> bool:
+        m = self.ctx.options.max_minutes
+        return m is not None and time.monotonic() - self.started > 60 * m
+
     def eta(self) -> float | None:
         left = self.ctx.options.budget - trained_count(self.store.trials)
         if not self.trained_times:
@@ -465,8 +472,11 @@ class Search:
         try:
             while True:
                 while (trained_count(self.store.trials) + executor.in_flight() < o.budget
-                       and executor.in_flight() < executor.capacity):
-                    job = self._next_job()
+                       and executor.in_flight() < executor.capacity and not self._out_of_time()):
+                    try:
+                        job = self._next_job()
+                    except StrategyExhausted:
+                        break
                     done = self.precheck(job)
                     if done is None:
                         _emit(self.on_event, "candidate", index=job.index, key=job.proposal.genotype.key())
@@ -475,7 +485,7 @@ class Search:
                         stopped = (f"{self.consecutive_rejections} consecutive candidates were rejected (last: "
                                    f"{done['reason']}); loosen the limits")
                         break
-                if stopped or executor.in_flight() == 0:
+                if stopped or executor.in_flight() == 0:  # done, out of time, or nothing left to propose
                     break
                 job, result = executor.wait()
                 self._record(job, status=result.status, reason=result.reason, result=result)

@@ -94,7 +94,8 @@ class ProxyData:
 
     @classmethod
     def prepare(cls, dataset, config: ModelConfig, settings: ProxySettings, seed: int,
-                device: str = "cpu") -> "ProxyData":
+                device: str = "cpu", heldout=None) -> "ProxyData":
+        """``heldout``: score on this dataset (e.g. the val split) and train on all of ``dataset`` instead."""
         from segfactory.factory.model import build_model
         from segfactory.factory.transforms import TrainTransform, normalize, resize_image, resize_mask
 
@@ -102,9 +103,15 @@ class ProxyData:
         if config.num_classes != dataset.num_classes:
             raise InputError(f"the model has {config.num_classes} classes but {dataset.spec} has "
                              f"{dataset.num_classes}")
-        train_idx, val_idx = heldout_split(dataset.names, settings.val_fraction, settings.val_blocks)
+        if heldout is None:
+            train_idx, val_idx = heldout_split(dataset.names, settings.val_fraction, settings.val_blocks)
+            val = _Subset(dataset, val_idx)
+            val_names = [dataset.names[i] for i in val_idx]
+        else:
+            train_idx = list(range(len(dataset)))
+            val = _Subset(heldout, list(range(len(heldout))))
+            val_names = list(heldout.names)
         train = _Subset(dataset, train_idx)
-        val = _Subset(dataset, val_idx)
         images, masks = [], []
         for image, mask in val.items:
             if settings.val_long_side is not None:
@@ -134,10 +141,9 @@ class ProxyData:
                 e0s.append(e0.cpu())
                 e1s.append(e1.cpu())
                 labels.append(torch.from_numpy(resize_mask(y.numpy(), tuple(e0.shape[-2:])).astype(np.int64)))
-        names = dataset.names
         return cls(config, settings, train, val_images, val_masks, encoder_state, torch.cat(e0s), torch.cat(e1s),
-                   torch.stack(labels), dataset.num_classes, dataset.ignore_index,
-                   [names[i] for i in val_idx], time.monotonic() - t0)
+                   torch.stack(labels), dataset.num_classes, dataset.ignore_index, val_names,
+                   time.monotonic() - t0)
 
 
 def _any_genotype() -> Genotype:

@@ -17,7 +17,11 @@ from typing import Any, Protocol
 from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype, action_space, sample_genotype
 
-STRATEGIES = ("ppo", "random", "evolution")
+STRATEGIES = ("ppo", "random", "evolution", "list")
+
+
+class StrategyExhausted(Exception):
+    """A strategy with nothing more to propose (``list``)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,33 @@ class Evolution:
         self.population = deque((list(a), float(r)) for a, r in state["population"])
 
 
+class ListStrategy:
+    """Proposes given genotypes in order (to score a fixed set, e.g. for proxy-fidelity measurements)."""
+
+    name = "list"
+
+    def __init__(self, genotypes: list[Genotype]) -> None:
+        if not genotypes:
+            raise InputError("the list strategy needs at least one genotype (--genotypes FILE)")
+        self.genotypes = list(genotypes)
+        self.position = 0
+
+    def propose(self) -> Proposal:
+        if self.position >= len(self.genotypes):
+            raise StrategyExhausted(f"all {len(self.genotypes)} listed genotypes were proposed")
+        self.position += 1
+        return Proposal(self.genotypes[self.position - 1])
+
+    def tell(self, proposal: Proposal, reward: float | None) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = int(state["position"])
+
+
 def mutate(actions: list[int], rng: random.Random) -> list[int]:
     """Change one decision that has more than one choice to a different value."""
     sizes = action_space()
@@ -164,13 +195,17 @@ class PPOStrategy:
 
 
 def make_strategy(name: str, seed: int = 0, **options: Any) -> Strategy:
-    """``ppo`` (options: feedback, settings), ``random``, ``evolution`` (options: population, sample)."""
+    """``ppo`` (options: feedback, settings), ``random``, ``evolution`` (options: population, sample),
+    ``list`` (option: genotypes)."""
     if name == "ppo":
         return PPOStrategy(seed, feedback=options.get("feedback", False), settings=options.get("settings"))
     if name == "random":
         return RandomSearch(seed)
     if name == "evolution":
         return Evolution(seed, population=options.get("population", 20), sample=options.get("sample", 5))
+    if name == "list":
+        return ListStrategy([g if isinstance(g, Genotype) else Genotype.from_dict(g)
+                             for g in options.get("genotypes") or []])
     raise InputError(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
 
 

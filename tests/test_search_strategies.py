@@ -132,3 +132,25 @@ def test_trials_damaged_middle_line_is_an_error(tmp_path):
     path.write_text('{"index": 0}\nnot json\n{"index": 2}\n')
     with pytest.raises(InputError, match="line 2"):
         load_trials(path)
+
+
+def test_list_strategy_proposes_in_order_then_is_exhausted():
+    from segfactory.factory.zoo import ZOO
+    from segfactory.search.strategies import StrategyExhausted
+
+    s = make_strategy("list", genotypes=[ZOO["arch0"].to_dict(), ZOO["arch1"].to_dict()])
+    assert [s.propose().genotype.key() for _ in range(2)] == [ZOO["arch0"].key(), ZOO["arch1"].key()]
+    with pytest.raises(StrategyExhausted):
+        s.propose()
+
+
+def test_heldout_split_is_contiguous_blocks_of_sorted_frames():
+    from segfactory.search.proxy import heldout_split
+
+    names = [f"seq{v}_{i:04d}" for v in "abc" for i in range(30)]
+    shuffled = names[::-1]  # the order of the dataset does not matter, the names do
+    train, held = heldout_split(shuffled, 0.1, 3)
+    held_names = sorted(shuffled[i] for i in held)
+    assert len(held) == 9 and not set(train) & set(held) and len(train) + len(held) == 90
+    # three runs of three consecutive frames, one at the end of each third
+    assert held_names == [f"seq{v}_{i:04d}" for v in "abc" for i in (27, 28, 29)]
