@@ -26,6 +26,7 @@ class CandidateJob:
     seed: int
     pre: dict[str, Any] = field(default_factory=dict)  # latency, params, macs measured by the driver
     started: float = 0.0  # time.monotonic() when the driver began with it
+    cpu_started: float = 0.0  # time.process_time() then (the driver's CPU time, meaningful for local runs)
 
 
 TrainFn = Callable[[CandidateJob], ProxyResult]

@@ -349,7 +349,8 @@ class Search:
             self.pending[index] = {"proposal": proposal.to_dict(), "seed": candidate_seed(self.ctx.options.seed,
                                                                                           index)}
             self._save()
-        return CandidateJob(index, proposal, self.pending[index]["seed"], started=time.monotonic())
+        return CandidateJob(index, proposal, self.pending[index]["seed"], started=time.monotonic(),
+                            cpu_started=time.process_time())
 
     def precheck(self, job: CandidateJob) -> dict[str, Any] | None:
         """Cost and latency of the deployed model; returns a finished trial (rejected, failed, reused) or None."""
@@ -435,6 +436,7 @@ class Search:
                 except InputError as e:
                     rec["status"], rec["reason"], rec["reward"] = "failed", f"reward: {e}", None
         rec["wall_s"] = round(time.monotonic() - job.started, 3)
+        rec["cpu_s"] = round(time.process_time() - job.cpu_started, 3)  # this process's CPU time (all threads)
         if job.pre.get("latency_s") is not None:
             rec["latency_s"] = job.pre["latency_s"]
         if job.pre.get("latency_device"):

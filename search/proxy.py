@@ -141,9 +141,12 @@ class ProxyData:
                 e0s.append(e0.cpu())
                 e1s.append(e1.cpu())
                 labels.append(torch.from_numpy(resize_mask(y.numpy(), tuple(e0.shape[-2:])).astype(np.int64)))
-        return cls(config, settings, train, val_images, val_masks, encoder_state, torch.cat(e0s), torch.cat(e1s),
-                   torch.stack(labels), dataset.num_classes, dataset.ignore_index, val_names,
-                   time.monotonic() - t0)
+        e0, e1, lab = torch.cat(e0s), torch.cat(e1s), torch.stack(labels)
+        if device == "cuda":  # the cache lives on the GPU (as upstream); validation tensors are pinned
+            e0, e1, lab = e0.to(device), e1.to(device), lab.to(device)
+            val_images, val_masks = val_images.pin_memory(), val_masks.pin_memory()
+        return cls(config, settings, train, val_images, val_masks, encoder_state, e0, e1, lab, dataset.num_classes,
+                   dataset.ignore_index, val_names, time.monotonic() - t0)
 
 
 def _any_genotype() -> Genotype:
@@ -180,7 +183,7 @@ def validate(model, data: ProxyData, device: str, batch: int) -> dict[str, Any]:
     model.eval()
     with torch.no_grad():
         for i in range(0, len(data.val_images), batch):
-            logits = model(data.val_images[i : i + batch].to(device))
+            logits = model(data.val_images[i : i + batch].to(device, non_blocking=True))
             cm.update(logits.argmax(1).cpu(), data.val_masks[i : i + batch])
     return cm.summarize()
 

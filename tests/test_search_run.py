@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from segfactory.factory.config import ModelConfig
+from segfactory.factory.genotype import Genotype
 from segfactory.factory.zoo import resolve_arch
 
 COMMON = ["--budget", "3", "--seed", "0", "--preset", "test", "--encoder-weights", "none", "--threads", "1",
@@ -100,8 +101,8 @@ def test_best_json_is_the_best_ok_trial_and_loads_as_an_architecture(killed_and_
     assert g.key() == best["trial"]["key"]
     cfg = ModelConfig.from_dict(best["model_config"])
     for t in trials:  # every genotype builds
-        m = build_model(resolve_arch.__globals__["Genotype"].from_dict(t["genotype"]),
-                        cfg.with_(encoder_weights="none"), load_weights=False).eval()
+        m = build_model(Genotype.from_dict(t["genotype"]), cfg.with_(encoder_weights="none"),
+                        load_weights=False).eval()
         with torch.no_grad():
             assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 11, 64, 64)
 
@@ -147,3 +148,18 @@ def test_non_empty_out_refuses_and_resume_needs_a_run(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["search", *COMMON, "--out", str(tmp_path / "none"), "--resume"])
     assert e.value.code == 2
+
+
+def test_rejections_are_recorded_not_counted_and_capped(tmp_path):
+    from segfactory.factory.cli import main
+
+    _camvid_mini_or_skip()
+    d = tmp_path / "rejected"
+    with pytest.raises(SystemExit) as e:
+        main(["search", *COMMON, "--strategy", "random", "--out", str(d), "--max-params", "1000",
+              "--max-rejections", "3"])
+    assert e.value.code == 1  # a search that cannot proceed is a failed run
+    trials = _trials(d)
+    assert [t["status"] for t in trials] == ["rejected"] * 3
+    assert all("--max-params" in t["reason"] and t["params"] > 1000 for t in trials)
+    assert (d / "summary.md").is_file()
