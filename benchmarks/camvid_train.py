@@ -203,10 +203,10 @@ def main(argv: list[str] | None = None) -> None:
                 "ORT CPU ms 360x480"):
         table.add_column(col, justify="left" if col in ("model", "pretrained") else "right")
     for r in results:
-        table.add_row(r["model"], f"{r['params']:,}", r["pretrained"].split(" (")[0], f"{r['train_min']:.1f}",
+        table.add_row(r["model"], f"{r['params']:,}", r["pretrained"].split(" ")[0], f"{r['train_min']:.1f}",
                       str(r["epochs"]), f"{100 * r['val_miou']:.2f}", f"{100 * r['best_val_miou']:.2f}",
                       "-" if r["latency_ms_ort_cpu_360x480"] is None else f"{r['latency_ms_ort_cpu_360x480']:.1f}")
-    Console().print(table)
+    Console(width=max(Console().width, 140)).print(table)
     console.print(f"wrote {out / 'camvid_train.json'}")
 
 

@@ -147,3 +147,25 @@ def test_kill_mid_epoch_then_resume(tmp_path):
     doc = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in doc["history"]] == [1, 2, 3, 4]
     assert (out / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_arch1_two_epochs_on_camvid_mini_beats_untrained(tmp_path):
+    """Acceptance: arch1 (released config, bundled encoder) for 2 short epochs on camvid-mini."""
+    from segfactory.factory.checkpoint import load_checkpoint
+    from segfactory.factory.encoder_weights import bundled_path
+    from segfactory.factory.evaluate import TorchPredictor, evaluate
+    from segfactory.factory.model import build_model
+    from segfactory.factory.zoo import ZOO
+
+    if not bundled_path().is_file():
+        pytest.skip(f"the bundled encoder weights {bundled_path()} are absent")
+    val = open_dataset("camvid-mini", "val")
+    torch.manual_seed(0)
+    untrained = evaluate(TorchPredictor(build_model(ZOO["arch1"], ModelConfig.create())), val, progress=False)
+    cfg = TrainConfig(arch="arch1", data="camvid-mini", epochs=2, crop=(160, 224), batch_size=8, workers=1)
+    doc = train(cfg, tmp_path / "run", progress=False)
+    model, _ = load_checkpoint(tmp_path / "run" / "model.pt")
+    trained = evaluate(TorchPredictor(model), val, progress=False)
+    assert trained["miou"] == pytest.approx(doc["final"]["miou"], abs=1e-9)
+    assert trained["miou"] > untrained["miou"]
