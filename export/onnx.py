@@ -124,11 +124,11 @@ def export_onnx_proto(
             dummy = torch.randint(0, 256, (batch, 3, h, w), dtype=torch.uint8)
         else:
             dummy = torch.randn(batch, 3, h, w)
-        with torch.no_grad():
-            out_shape = list(wrapped(dummy).shape)  # (N, K, H, W) or (N, H, W)
         with tempfile.TemporaryDirectory(prefix="segfactory-export-") as tmp:
             raw = Path(tmp) / "raw.onnx"
             try:
+                with torch.no_grad():
+                    out_shape = list(wrapped(dummy).shape)  # (N, K, H, W) or (N, H, W)
                 _torch_export(wrapped, dummy, raw, opset, dynamic_batch, output, exporter)
                 proto = onnx.load(str(raw), load_external_data=True)
             except (InputError, RunError):
