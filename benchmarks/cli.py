@@ -1,4 +1,4 @@
-"""``segfactory bench`` and ``segfactory profile``: thin commands over benchmarks.bench and benchmarks.profile."""
+"""``segfactory bench`` and ``segfactory profile``: thin commands over benchmarks.bench and benchmarks.lut_profile."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
 def profile(target, input_size, threads, out, num_classes, agg_size, sep_repeats, encoder_weights, fit_models, seed,
             minutes, runs, as_json, quiet) -> None:
     """Measure a latency lookup table (lut.json) of every unit the search space can produce at --input-size."""
-    from segfactory.benchmarks.profile import run_profile
+    from segfactory.benchmarks.lut_profile import run_profile
 
     config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
     summary = run_profile(target, config, input_size, out, threads=threads, fit_models=fit_models, seed=seed,

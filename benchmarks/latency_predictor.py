@@ -30,7 +30,7 @@ from typing import Any
 
 from segfactory.benchmarks import stats
 from segfactory.benchmarks.lut import fit_keys, predict_latency
-from segfactory.benchmarks.profile import run_profile
+from segfactory.benchmarks.lut_profile import run_profile
 from segfactory.benchmarks.runners import cpu_description
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import sample_genotype

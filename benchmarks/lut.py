@@ -2,7 +2,7 @@
 
 ``lut.json`` (format ``segfactory.lut/1``) records where and how it was measured (device, backend and
 version, threads, precision, input size, the ModelConfig parts that change the graph) and refuses to
-predict for anything else. Prediction = ``intercept_ms + scale * sum(unit ms)``; the two numbers are fitted
+predict for anything else. Prediction = ``intercept_ms + scale * sum(unit ms) + per_node_ms * nodes``; the numbers are fitted
 on measured whole models (:func:`fit_overhead`) whose genotype keys are stored, so that an evaluation can
 prove its genotypes are disjoint from them. Missing units can be measured on demand (``fill=True``).
 """
@@ -122,9 +122,6 @@ class Lut:
         if batch != self.data.get("batch", 1):
             raise InputError(f"{where} was measured at batch {self.data.get('batch', 1)}, not {batch}")
 
-    def config_for_units(self, config: ModelConfig) -> ModelConfig:
-        return config
-
     def missing(self, sigs: Iterable[str]) -> list[str]:
         return sorted({s for s in sigs if s not in self.entries})
 
@@ -165,29 +162,45 @@ class Lut:
             self.fill(missing, config)
         return sum(self.entries[u]["ms"] for u in units)
 
-    def overhead(self) -> tuple[float, float]:
+    def nodes(self, genotype: Genotype, config: ModelConfig) -> int:
+        """Nodes (after ONNX Runtime's fusions) of the genotype's units, as profiled."""
+        return sum(int(self.entries[u].get("nodes", 0)) for u in model_units(genotype, config, self.input_size))
+
+    def overhead(self) -> tuple[float, float, float]:
         oh = self.data.get("overhead") or {}
-        return float(oh.get("intercept_ms", 0.0)), float(oh.get("scale", 1.0))
+        return (float(oh.get("intercept_ms", 0.0)), float(oh.get("scale", 1.0)),
+                float(oh.get("per_node_ms", 0.0)))
 
 
 def predict_latency(genotype: Genotype, config: ModelConfig, lut: Lut, *, fill: bool = False) -> float:
-    """Predicted latency (ms) of ``build_model(genotype, config)`` at the table's input size, batch 1."""
+    """Predicted latency (ms) of ``build_model(genotype, config)`` at the table's input size, batch 1:
+    ``intercept + scale * sum(unit ms) + per_node * nodes``."""
     lut.check(config)
-    a, b = lut.overhead()
-    return a + b * lut.raw_ms(genotype, config, fill=fill)
+    a, b, c = lut.overhead()
+    raw = lut.raw_ms(genotype, config, fill=fill)
+    return a + b * raw + (c * lut.nodes(genotype, config) if c else 0.0)
 
 
 def fit_overhead(lut: Lut, genotypes: Sequence[Genotype], measured_ms: Sequence[float], config: ModelConfig
                  ) -> dict[str, Any]:
-    """Fit ``measured ~ intercept + scale * sum(units)`` on whole models; store it with the genotype keys."""
-    from segfactory.benchmarks.stats import linear_fit
+    """Fit ``measured ~ intercept + scale * sum(units) [+ per_node * nodes]`` on whole models (least squares;
+    the node term only with at least 4 models); store it with the fitting genotypes' keys."""
+    import numpy as np
 
     if len(genotypes) != len(measured_ms) or len(genotypes) < 2:
         raise InputError("fitting the overhead needs at least two measured genotypes")
     raw = [lut.raw_ms(g, config) for g in genotypes]
-    a, b = linear_fit(raw, list(measured_ms))
-    lut.data["overhead"] = {"intercept_ms": a, "scale": b, "fit_keys": [g.key() for g in genotypes],
-                            "fit_raw_ms": raw, "fit_measured_ms": list(measured_ms)}
+    nodes = [lut.nodes(g, config) for g in genotypes]
+    y = np.asarray(measured_ms, dtype=float)
+    if len(genotypes) >= 4 and len(set(nodes)) > 1:
+        X = np.column_stack([np.ones(len(raw)), raw, nodes])
+    else:
+        X = np.column_stack([np.ones(len(raw)), raw])
+    coef = np.linalg.lstsq(X, y, rcond=None)[0]
+    lut.data["overhead"] = {"intercept_ms": float(coef[0]), "scale": float(coef[1]),
+                            "per_node_ms": float(coef[2]) if len(coef) > 2 else 0.0,
+                            "fit_keys": [g.key() for g in genotypes], "fit_raw_ms": raw, "fit_nodes": nodes,
+                            "fit_measured_ms": list(measured_ms)}
     return lut.data["overhead"]
 
 

@@ -105,7 +105,7 @@ def make_runner(spec: ModelSpec, backend: str, *, input_size: tuple[int, int], b
         from segfactory.benchmarks.trt_runner import TensorRTRunner
 
         path = export_to(spec, workdir, input_size, batch)
-        return TensorRTRunner(path, input_shape=shape, precision=precision if precision != "fp32" else "fp32",
+        return TensorRTRunner(path, input_shape=shape, precision=precision,
                               name=spec.name)
     raise InputError(f"backend {backend!r} is not one of ort, torch, trt, trtexec")
 

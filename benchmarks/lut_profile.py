@@ -83,8 +83,9 @@ def run_profile(target: str, config: ModelConfig, input_size: tuple[int, int], o
             bar.stop()
         lut.save()
     complete = not lut.missing(sigs)
-    overhead = None
-    if fit_models >= 2 and (not deadline or time.monotonic() < deadline):
+    overhead = lut.data.get("overhead")
+    refit = lut.data.get("overhead") is None or measured > 0
+    if complete and refit and fit_models >= 2 and (not deadline or time.monotonic() < deadline):
         overhead = fit_lut_overhead(lut, config, input_size, fit_models, seed, log=log)
     lut.save()
     return {"format": FORMAT, "out": str(out), "units_total": len(sigs), "units_measured_now": measured,
