@@ -88,6 +88,9 @@ PRESET_CHOICES = ["auto", "paper", "cpu-small", "test"]
 @click.option("--cache-size", type=click.IntRange(min=1), default=None,
               help="Stage-1 cached crops [default: the preset's].")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Stage-2 loader processes.")
+@click.option("--proxy-set", "proxy_set", multiple=True, metavar="KEY=VALUE",
+              help="Any other proxy-training setting, e.g. stage1_lr=0.007, stage2_batch=16, val_fraction=0.1 "
+                   "(repeatable; see segfactory.search.presets.ProxySettings).")
 @json_option
 @quiet_option
 @version
@@ -107,7 +110,7 @@ def search(ctx: click.Context, **kw) -> None:
              "crop": kw.pop("crop"), "stage1_epochs": kw.pop("stage1_epochs"),
              "stage2_epochs": kw.pop("stage2_epochs"), "cache_size": kw.pop("cache_size"),
              "workers": kw.pop("workers")}
-    kw["proxy"] = {k: v for k, v in proxy.items() if v is not None}
+    kw["proxy"] = {**parse_proxy_set(kw.pop("proxy_set")), **{k: v for k, v in proxy.items() if v is not None}}
     kw["early_stopping"] = not kw.pop("no_early_stopping")
     kw["feedback"] = kw.pop("action_feedback")
     kw["genotypes"] = read_genotype_list(kw.pop("genotypes_file"))
@@ -148,6 +151,32 @@ def pick_cmd(run_dir: str, max_latency_ms: float | None, max_params: int | None,
         t = best["trial"]
         click.echo(f"trial {t['index']} ({t['key']}): reward {t['reward']:.4f}, score {t['score']:.4f}, "
                    f"{t['latency_ms']:.2f} ms, {t['params']:,} params -> {out}")
+
+
+def parse_proxy_set(items: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs -> ProxySettings overrides (values as JSON, or HxW for sizes)."""
+    from dataclasses import fields
+
+    from segfactory.search.presets import ProxySettings
+
+    known = {f.name for f in fields(ProxySettings)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}",
+                                     param_hint="--proxy-set")
+        if "x" in value and key == "crop":
+            h, _, w = value.partition("x")
+            out[key] = (int(h), int(w))
+            continue
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a number, null or a JSON list",
+                                     param_hint="--proxy-set") from None
+    return out
 
 
 def read_genotype_list(path: str | None) -> list[dict]:

@@ -70,8 +70,17 @@ class ProxySettings:
         return cls(**d)
 
     def with_(self, **changes: Any) -> "ProxySettings":
-        changes = {k: v for k, v in changes.items() if v is not None}
-        return replace(self, **changes)
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise InputError(f"unknown proxy setting(s): {', '.join(sorted(unknown))}")
+        for key in ("crop", "scale"):
+            if key in changes:
+                changes[key] = tuple(changes[key])
+        try:
+            return replace(self, **changes)
+        except TypeError as e:
+            raise InputError(f"bad proxy setting: {e}") from None
 
 
 PRESETS: dict[str, ProxySettings] = {

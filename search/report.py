@@ -21,7 +21,8 @@ def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-def plot_pareto(trials: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+def plot_pareto(trials: list[dict[str, Any]], path: Path, title: str = "",
+                reference_ms: float | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,6 +42,8 @@ def plot_pareto(trials: list[dict[str, Any]], path: Path, title: str = "") -> Pa
         for t in front:
             ax.annotate(str(t["index"]), (t["latency_ms"], t["score"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
+    if reference_ms is not None:
+        ax.axvline(reference_ms, ls="--", c="tab:gray", lw=1, label=f"arch0 ({reference_ms:.1f} ms)")
     ax.set_xlabel("latency of the deployed model (ms)")
     ax.set_ylabel("proxy score (geometric mean of mIoU, mAcc, fwIoU)")
     ax.set_title(title or "search candidates", fontsize=10)
@@ -108,5 +111,6 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
 def write_reports(out: Path, trials: list[dict[str, Any]], run: dict[str, Any]) -> None:
     out = Path(out)
     plot_pareto(trials, out / "pareto.png",
-                title=f"{run.get('options', {}).get('strategy')} search, {len(trials)} candidates")
+                title=f"{run.get('options', {}).get('strategy')} search, {len(trials)} candidates",
+                reference_ms=run.get("reference", {}).get("latency_ms"))
     atomic_write_text(out / "summary.md", summary_markdown(trials, run))
