@@ -75,30 +75,38 @@ def _check_complete(out: Path, budget: int) -> list[dict]:
     return trials
 
 
-def test_four_candidates_two_workers(ray_cluster, tmp_path):
-    out = tmp_path / "run"
-    events = []
-    summary = run_search(_options(out, 4), on_event=events.append,
-                         executor_factory=make_ray_executor_factory(workers=2))
+@pytest.fixture(scope="module")
+def parallel_run(ray_cluster, tmp_path_factory):
+    """4 candidates, 2 workers; the first worker to reach a checkpoint kills its own process (test hook)."""
+    d = tmp_path_factory.mktemp("ray")
+    marker, out = d / "killed", d / "run"
+    events: list[dict] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(KILL_MARKER_ENV, str(marker))
+        summary = run_search(_options(out, 4), on_event=events.append,
+                             executor_factory=make_ray_executor_factory(workers=2))
+    return out, marker, events, summary
+
+
+def test_four_candidates_two_workers(parallel_run):
+    out, _, events, summary = parallel_run
     trials = _check_complete(out, 4)
     assert len(trials) == 4 and summary["trained"] == 4
     # Two candidates were in flight together: a second was submitted before the first came back.
     kinds = [e["kind"] for e in events if e["kind"] in ("candidate", "trial")]
     assert kinds[:2] == ["candidate", "candidate"], kinds
-    # The driver's stopper learned every checkpoint the workers saw.
-    state = __import__("torch").load(out / "state.pt", weights_only=True)
+    # The driver's stopper learned every checkpoint the workers returned, and nothing else.
+    import torch
+
+    state = torch.load(out / "state.pt", weights_only=True)
     assert sum(state["stopper"]["steps"]) == sum(len(t.get("checkpoints", [])) for t in trials)
+    assert state["pending"] == {} and state["next_index"] == 4
 
 
-def test_killed_worker_is_retried(ray_cluster, tmp_path, monkeypatch):
-    marker = tmp_path / "killed"
-    monkeypatch.setenv(KILL_MARKER_ENV, str(marker))
-    out = tmp_path / "run"
-    events = []
-    run_search(_options(out, 2, strategy="random"), on_event=events.append,
-               executor_factory=make_ray_executor_factory(workers=2))
+def test_killed_worker_is_retried(parallel_run):
+    out, marker, events, _ = parallel_run
     assert marker.is_file(), "no worker was killed"
-    trials = _check_complete(out, 2)
+    trials = _trials(out)
     retried = [t for t in trials if "retried 1 time" in t["reason"]]
     assert len(retried) == 1 and retried[0]["status"] in ("ok", "early-stopped"), trials
     assert any("worker lost" in e.get("message", "") for e in events if e["kind"] == "status")
@@ -137,13 +145,18 @@ def test_killed_driver_resumes(ray_cluster, tmp_path):
         return ex
 
     with pytest.raises(_DriverDies):
-        run_search(_options(out, 3, strategy="evolution", seed=3), executor_factory=dying_factory)
+        run_search(_options(out, 2, strategy="evolution", seed=3), executor_factory=dying_factory)
     first = _trials(out)
     assert len(first) == 1
-    run_search(_options(out, 3, strategy="evolution", seed=3), resume=True,
+    state = __import__("torch").load(out / "state.pt", weights_only=True)
+    (pending,) = state["pending"].items()  # the candidate in flight when the driver died
+    assert int(pending[0]) == 1 - first[0]["index"]
+    run_search(_options(out, 2, strategy="evolution", seed=3), resume=True,
                executor_factory=make_ray_executor_factory(workers=2))
-    trials = _check_complete(out, 3)
+    trials = _check_complete(out, 2)
     assert trials[0] == first[0]
+    assert trials[1]["index"] == int(pending[0])  # re-run with the genotype proposed before the driver died
+    assert trials[1]["genotype"] == pending[1]["proposal"]["genotype"]
 
 
 def test_executor_refuses_a_duplicate_submission():
