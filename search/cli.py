@@ -87,7 +87,19 @@ PRESET_CHOICES = ["auto", "paper", "cpu-small", "test"]
 @click.option("--stage2-epochs", type=click.IntRange(min=0), default=None, help="[default: the preset's]")
 @click.option("--cache-size", type=click.IntRange(min=1), default=None,
               help="Stage-1 cached crops [default: the preset's].")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Stage-2 loader processes.")
+@click.option("--loader-workers", "loader_workers", type=click.IntRange(min=0), default=None,
+              help="Stage-2 loader processes [default: the preset's].")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where candidates train: one at a time in this process, or in parallel on Ray (the ray extra).")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to use: auto (the one this machine belongs to) or ray://HOST:PORT "
+                   "[default: start a local Ray].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Candidates trained at once (--executor ray) [default: 2].")
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None,
+              help="GPUs per candidate on Ray (fractions share a GPU) [default: 1 if the search runs on CUDA, else 0].")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="CPUs per candidate on Ray (also its torch threads).")
 @click.option("--proxy-set", "proxy_set", multiple=True, metavar="KEY=VALUE",
               help="Any other proxy-training setting, e.g. stage1_lr=0.007, stage2_batch=16, val_fraction=0.1 "
                    "(repeatable; see segfactory.search.presets.ProxySettings).")
@@ -109,7 +121,8 @@ def search(ctx: click.Context, **kw) -> None:
     proxy = {"time_limit_s": kw.pop("time_limit"), "max_proxy_macs": kw.pop("max_proxy_macs"),
              "crop": kw.pop("crop"), "stage1_epochs": kw.pop("stage1_epochs"),
              "stage2_epochs": kw.pop("stage2_epochs"), "cache_size": kw.pop("cache_size"),
-             "workers": kw.pop("workers")}
+             "workers": kw.pop("loader_workers")}
+    executor_factory = _executor_factory(kw)
     kw["proxy"] = {**parse_proxy_set(kw.pop("proxy_set")), **{k: v for k, v in proxy.items() if v is not None}}
     kw["early_stopping"] = not kw.pop("no_early_stopping")
     kw["feedback"] = kw.pop("action_feedback")
@@ -119,7 +132,8 @@ def search(ctx: click.Context, **kw) -> None:
     options = SearchOptions(**kw)
     view = None if (quiet or as_json) else LiveView()
     try:
-        summary = run_search(options, resume=resume, on_event=view.event if view else None)
+        summary = run_search(options, resume=resume, on_event=view.event if view else None,
+                             executor_factory=executor_factory)
     finally:
         if view:
             view.close()
@@ -151,6 +165,20 @@ def pick_cmd(run_dir: str, max_latency_ms: float | None, max_params: int | None,
         t = best["trial"]
         click.echo(f"trial {t['index']} ({t['key']}): reward {t['reward']:.4f}, score {t['score']:.4f}, "
                    f"{t['latency_ms']:.2f} ms, {t['params']:,} params -> {out}")
+
+
+def _executor_factory(kw: dict):
+    """Pops the Ray flags from ``kw``; None (the loop's local executor) or a Ray executor factory."""
+    ray = {k: kw.pop(k) for k in ("ray_address", "workers", "gpus_per_trial", "cpus_per_trial")}
+    if kw["executor"] == "local":
+        given = [f"--{k.replace('_', '-')}" for k in ("ray_address", "workers", "gpus_per_trial") if ray[k] is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only with --executor ray")
+        return None
+    from segfactory.search.ray_executor import make_ray_executor_factory  # imports ray only when it is made
+
+    return make_ray_executor_factory(address=ray["ray_address"], workers=ray["workers"] or 2,
+                                     gpus_per_trial=ray["gpus_per_trial"], cpus_per_trial=ray["cpus_per_trial"])
 
 
 def parse_proxy_set(items: tuple[str, ...]) -> dict:
