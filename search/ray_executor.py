@@ -24,12 +24,14 @@ Ray is imported only here, and only when a :class:`RayExecutor` is made: ``--exe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from segfactory.factory.errors import InputError, RunError, SegfactoryError
 from segfactory.search.executors import CandidateJob
@@ -70,17 +72,17 @@ class RaySettings:
 
 def make_ray_executor_factory(address: str | None = None, workers: int = 2, gpus_per_trial: float | None = None,
                               cpus_per_trial: float = 1.0, max_retries: int = MAX_RETRIES
-                              ) -> Callable[["Search"], "RayExecutor"]:
+                              ) -> Callable[[Search], RayExecutor]:
     """An ``executor_factory`` for :class:`~segfactory.search.loop.Search` / ``run_search``."""
     settings = RaySettings(address, workers, gpus_per_trial, cpus_per_trial, max_retries)
     return lambda search: RayExecutor(search, settings)
 
 
-def executor_factory_from_options(options: Any) -> Callable[["Search"], "RayExecutor"]:
+def executor_factory_from_options(options: Any) -> Callable[[Search], RayExecutor]:
     """The factory for a :class:`SearchOptions` with ``executor == "ray"`` (its ray_* fields, when present)."""
     return make_ray_executor_factory(
         address=getattr(options, "ray_address", None),
-        workers=getattr(options, "ray_workers", None) or getattr(options, "workers", None) or 2,
+        workers=getattr(options, "workers", None) or 2,
         gpus_per_trial=getattr(options, "gpus_per_trial", None),
         cpus_per_trial=getattr(options, "cpus_per_trial", None) or 1.0,
     )
@@ -154,7 +156,7 @@ class _Running:
 class RayExecutor:
     """Trains up to ``workers`` candidates at once on Ray actors; results come back in completion order."""
 
-    def __init__(self, search: "Search", settings: RaySettings) -> None:
+    def __init__(self, search: Search, settings: RaySettings) -> None:
         import ray
 
         self.ray = ray
@@ -183,7 +185,7 @@ class RayExecutor:
             self.close()
             raise
 
-    def _start(self, search: "Search", settings: RaySettings) -> None:
+    def _start(self, search: Search, settings: RaySettings) -> None:
         ray = self.ray
         gpus = settings.gpus_per_trial
         if gpus is None:
@@ -198,7 +200,8 @@ class RayExecutor:
         self.remote_cls = ray.remote(TrialWorker)
         self.actors = [self._new_actor() for _ in range(self.capacity)]
         self.idle = list(range(self.capacity))
-        _skip_in_flight(search, self)
+        if not hasattr(search, "submitted"):  # a loop that does not track what is in flight
+            _skip_in_flight(search, self)
 
     # -- protocol ----------------------------------------------------------------------------------------------
     def submit(self, job: CandidateJob) -> None:
@@ -253,15 +256,11 @@ class RayExecutor:
     def close(self) -> None:
         ray = self.ray
         for ref in list(self.running):
-            try:
+            with contextlib.suppress(Exception):  # actor tasks may not be cancellable; the actor is killed below
                 ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - actor tasks may not be cancellable; the actor is killed below
-                pass
         for actor in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # already dead
                 ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already dead
-                pass
         self.running.clear()
         self.queue.clear()
         self.actors = []
@@ -295,10 +294,8 @@ class RayExecutor:
             self.data_ref, self.device, threads, self.kill_marker)
 
     def _replace_actor(self, slot: int) -> None:
-        try:
+        with contextlib.suppress(Exception):  # it is dead already
             self.ray.kill(self.actors[slot], no_restart=True)
-        except Exception:  # noqa: BLE001 - it is dead already
-            pass
         self.actors[slot] = self._new_actor()
         self.idle.append(slot)
         self.restarts += 1
@@ -329,7 +326,7 @@ class RayExecutor:
             self.search.on_event({"kind": "status", "message": message})
 
 
-def _skip_in_flight(search: "Search", executor: RayExecutor) -> None:
+def _skip_in_flight(search: Search, executor: RayExecutor) -> None:
     """Make ``search._next_job`` skip proposals that are already training on this executor.
 
     The loop re-runs ``pending`` proposals first (after a resume, those are the ones that were in flight when

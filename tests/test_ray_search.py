@@ -18,11 +18,11 @@ pytestmark = pytest.mark.ray
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install segfactory[ray])")
 
-from segfactory.factory.config import ModelConfig  # noqa: E402
-from segfactory.factory.genotype import Genotype  # noqa: E402
-from segfactory.factory.model import build_model  # noqa: E402
-from segfactory.search.loop import SearchOptions, run_search  # noqa: E402
-from segfactory.search.ray_executor import KILL_MARKER_ENV, RayExecutor, make_ray_executor_factory  # noqa: E402
+from segfactory.factory.config import ModelConfig
+from segfactory.factory.genotype import Genotype
+from segfactory.factory.model import build_model
+from segfactory.search.loop import SearchOptions, run_search
+from segfactory.search.ray_executor import KILL_MARKER_ENV, RayExecutor, make_ray_executor_factory
 
 TRAINED = ("ok", "early-stopped", "failed")
 
@@ -163,10 +163,10 @@ def test_executor_refuses_a_duplicate_submission():
     ex = RayExecutor.__new__(RayExecutor)  # only the bookkeeping is exercised
     from collections import deque
 
+    from segfactory.factory.errors import RunError
+    from segfactory.factory.zoo import ZOO
     from segfactory.search.executors import CandidateJob
     from segfactory.search.strategies import Proposal
-    from segfactory.factory.zoo import ZOO
-    from segfactory.factory.errors import RunError
 
     ex.queue, ex.running, ex.idle = deque(), {}, []
     ex.submit(CandidateJob(0, Proposal(ZOO["arch0"]), 1))
@@ -188,5 +188,6 @@ def test_local_executor_imports_no_ray(tmp_path):
         "print('no-ray')\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300, check=False)
     assert r.returncode == 0 and "no-ray" in r.stdout, r.stderr[-2000:]
