@@ -16,7 +16,7 @@ from segfactory.benchmarks.roofline import FITTED, SPECS, TIER_A, Params, estima
 
 def main() -> None:
     kernels = tier_a_kernels()
-    rows = [(SPECS[t], kernels[(m, b, p)], p, ms) for _, t, m, b, p, ms in TIER_A]
+    rows = [(SPECS[t], kernels[(m, b)], p, ms) for _, t, m, b, p, ms in TIER_A]
     best = None
     grid = itertools.product([0.2, 0.3, 0.4, 0.55, 0.7], [0.1, 0.15, 0.25, 0.4, 0.6], [0.4, 0.5, 0.6, 0.75],
                              [2.0, 4.0, 6.0, 9.0, 12.0, 16.0], [0.0, 20.0, 40.0, 80.0, 150.0])

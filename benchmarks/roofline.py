@@ -74,8 +74,7 @@ FITTED = Params()
 class Kernel:
     kind: str  # conv | dwconv | memory
     flops: float
-    bytes_moved: float
-    count_elems: int = 0
+    elems: float  # tensor elements read and written (inputs, weights, outputs); bytes = elems x element size
 
 
 @dataclass
@@ -96,12 +95,11 @@ _MEMORY = {"max_pool2d_with_indices", "max_pool2d", "upsample_bilinear2d", "upsa
            "mean", "avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d", "repeat", "constant_pad_nd"}
 
 
-def trace_kernels(model: Any, input_shape: tuple[int, ...], precision: str = "fp16") -> KernelList:
+def trace_kernels(model: Any, input_shape: tuple[int, ...]) -> KernelList:
     """The kernels ``model`` would run on ``input_shape``, from its aten ops on the meta device."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    esize = BYTES[precision]
     out = KernelList()
 
     def numel(t: Any) -> int:
@@ -117,17 +115,16 @@ def trace_kernels(model: Any, input_shape: tuple[int, ...], precision: str = "fp
                 y = result
                 macs = y.numel() * (w.shape[1]) * w.shape[2] * w.shape[3]
                 dw = groups > 1 and groups == x.shape[1]
-                moved = (numel(x) + numel(w) + numel(y)) * esize
-                out.kernels.append(Kernel("dwconv" if dw else "conv", 2.0 * macs, moved))
+                out.kernels.append(Kernel("dwconv" if dw else "conv", 2.0 * macs, numel(x) + numel(w) + numel(y)))
             elif name in ("addmm", "mm"):
                 w = args[-1]
-                out.kernels.append(Kernel("conv", 2.0 * result.numel() * w.shape[0], (numel(args[-2]) + numel(w)
-                                                                                       + numel(result)) * esize))
+                out.kernels.append(Kernel("conv", 2.0 * result.numel() * w.shape[0],
+                                          numel(args[-2]) + numel(w) + numel(result)))
             elif name in _MEMORY:
                 first = result[0] if isinstance(result, tuple) else result
                 ins = args[0] if name != "cat" else args[0]
                 n_in = sum(numel(t) for t in ins) if isinstance(ins, (list, tuple)) else numel(ins)
-                out.kernels.append(Kernel("memory", 0.0, (n_in + numel(first)) * esize))
+                out.kernels.append(Kernel("memory", 0.0, n_in + numel(first)))
             return result
 
     with torch.device("meta"):
@@ -146,7 +143,7 @@ def kernel_time_s(k: Kernel, spec: DeviceSpec, precision: str, p: Params = FITTE
         compute = k.flops / (spec.cuda_core_peak * 2 * p.eff_dw)  # half2 / dp4a on CUDA cores
     else:
         compute = 0.0
-    return max(compute, k.bytes_moved / bw) + p.t_kernel_us * 1e-6
+    return max(compute, k.elems * BYTES[precision] / bw) + p.t_kernel_us * 1e-6
 
 
 def estimate_ms(kernels: KernelList, spec: DeviceSpec, precision: str = "fp16", p: Params = FITTED) -> float:
@@ -158,7 +155,7 @@ def estimate_model_ms(model: Any, input_shape: tuple[int, ...], target: str, pre
                       p: Params = FITTED) -> float:
     if target not in SPECS:
         raise InputError(f"no published specs for target {target!r}; known: {', '.join(SPECS)}")
-    return estimate_ms(trace_kernels(model, input_shape, precision), SPECS[target], precision, p)
+    return estimate_ms(trace_kernels(model, input_shape), SPECS[target], precision, p)
 
 
 # Tier-A rows of jetson-latency.md that torchvision can rebuild: (row, target, model, batch, precision, ms).
@@ -181,18 +178,17 @@ TIER_A: list[tuple[str, str, str, int, str, float]] = [
 ]
 
 
-def tier_a_kernels() -> dict[tuple[str, int, str], KernelList]:
-    """Traced kernels of the torchvision classifiers of :data:`TIER_A`, keyed by (model, batch, precision)."""
+def tier_a_kernels() -> dict[tuple[str, int], KernelList]:
+    """Traced kernels of the torchvision classifiers of :data:`TIER_A`, keyed by (model, batch)."""
     import torch
     import torchvision.models as tvm
 
-    out: dict[tuple[str, int, str], KernelList] = {}
-    for _, _, name, batch, precision, _ in TIER_A:
-        key = (name, batch, precision)
-        if key not in out:
+    out: dict[tuple[str, int], KernelList] = {}
+    for _, _, name, batch, _, _ in TIER_A:
+        if (name, batch) not in out:
             with torch.device("meta"):
                 model = getattr(tvm, name)(weights=None)
-            out[key] = trace_kernels(model, (batch, 3, 224, 224), precision)
+            out[(name, batch)] = trace_kernels(model, (batch, 3, 224, 224))
     return out
 
 
@@ -201,7 +197,7 @@ def tier_a_report(p: Params = FITTED) -> list[dict[str, Any]]:
     kernels = tier_a_kernels()
     rows = []
     for row, target, name, batch, precision, ms in TIER_A:
-        est = estimate_ms(kernels[(name, batch, precision)], SPECS[target], precision, p)
+        est = estimate_ms(kernels[(name, batch)], SPECS[target], precision, p)
         rows.append({"row": row, "target": target, "model": name, "batch": batch, "precision": precision,
                      "published_ms": ms, "estimated_ms": est, "ratio": est / ms})
     return rows

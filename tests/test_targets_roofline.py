@@ -26,16 +26,18 @@ def test_peaks_match_published_table():
 def test_roofline_hand_computed():
     spec = DeviceSpec("test", sms=1, gpu_ghz=1.0, bandwidth_gbs=100.0, mode="-")  # fp16 peak 2.048 TFLOP/s
     p = Params(eff_dense=0.5, eff_dw=0.5, eff_mem=0.5, t_kernel_us=10.0, t_fixed_us=100.0)
-    # compute-bound conv: 2.048e9 FLOP at 1.024 TFLOP/s = 2 ms; memory 1e6 B at 50 GB/s = 0.02 ms
-    conv = Kernel("conv", 2.048e9, 1e6)
-    # memory-bound resize: 5e7 B at 50 GB/s = 1 ms
-    mem = Kernel("memory", 0.0, 5e7)
+    # compute-bound conv: 2.048e9 FLOP at 1.024 TFLOP/s = 2 ms; 5e5 fp16 elements = 1e6 B at 50 GB/s = 0.02 ms
+    conv = Kernel("conv", 2.048e9, 5e5)
+    # memory-bound resize: 2.5e7 fp16 elements = 5e7 B at 50 GB/s = 1 ms
+    mem = Kernel("memory", 0.0, 2.5e7)
     # depthwise on CUDA cores: 256 FLOP/clk x 1 GHz x 2 x 0.5 = 256 GFLOP/s; 2.56e8 FLOP = 1 ms
     dw = Kernel("dwconv", 2.56e8, 0.0)
     est = estimate_ms(KernelList([conv, mem, dw]), spec, "fp16", p)
     assert est == pytest.approx(0.1 + (2.0 + 0.01) + (1.0 + 0.01) + (1.0 + 0.01))
     # int8 doubles the tensor peak: the conv halves
     assert estimate_ms(KernelList([conv]), spec, "int8", p) == pytest.approx(0.1 + 1.0 + 0.01)
+    # fp32 (TF32 on Orin): half the fp16 tensor peak, twice the bytes
+    assert estimate_ms(KernelList([conv, mem]), spec, "fp32", p) == pytest.approx(0.1 + 4.01 + 2.01)
 
 
 def test_roofline_tier_a_within_1_5x():
