@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from segfactory.benchmarks.harness import FORMAT, measure_interleaved
 from segfactory.benchmarks.models import REFERENCES, ModelSpec, make_runner
@@ -35,7 +36,7 @@ def resolve_specs(models: Sequence[str], archs: Sequence[str], checkpoints: Sequ
     for c in checkpoints:
         from segfactory.factory.checkpoint import load_checkpoint
 
-        model, payload = load_checkpoint(c)
+        model, _ = load_checkpoint(c)
         specs.append(ModelSpec(Path(c).name, genotype=getattr(model, "genotype", None),
                                config=getattr(model, "config", config), module=model))
     if reference:

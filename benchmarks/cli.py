@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 
 import click
-
 from segfactory.factory.commands.options import (
-    config_from_options, input_size_option, json_option, model_config_options, quiet_option, version,
+    config_from_options,
+    input_size_option,
+    json_option,
+    model_config_options,
+    quiet_option,
+    version,
 )
 
 TARGETS_HELP = ("cpu | cuda | jetson-orin-nano | jetson-orin-nx | jetson-agx-orin | jetson-orin "

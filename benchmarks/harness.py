@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from segfactory.benchmarks.runners import Runner
 from segfactory.benchmarks.stats import median, summarize

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from segfactory.benchmarks.lut_units import enumerate_units, model_units
 from segfactory.factory.config import ModelConfig
@@ -38,9 +39,8 @@ class Lut:
     # ---- creation, I/O -----------------------------------------------------------------------------------------
     @classmethod
     def new(cls, config: ModelConfig, input_size: tuple[int, int], *, threads: int, provider: str = "cpu",
-            path: str | Path | None = None) -> "Lut":
+            path: str | Path | None = None) -> Lut:
         import onnxruntime as ort
-
         from segfactory.benchmarks.runners import cpu_description
         from segfactory.factory._version import __version__
 
@@ -63,7 +63,7 @@ class Lut:
         return cls(data, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Lut":
+    def load(cls, path: str | Path) -> Lut:
         data = read_json(path, "lookup table")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             got = data.get("format") if isinstance(data, dict) else type(data).__name__

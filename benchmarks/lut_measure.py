@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError
@@ -29,11 +30,10 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def build_unit(sig: str, config: ModelConfig):
     """(module, input shapes) of the unit with signature ``sig`` (see lut_units) under ``config``."""
-    from torch import nn
-
     from segfactory.factory.decoder import Head
     from segfactory.factory.encoder import Encoder
     from segfactory.factory.ops import ConcatReduce, ParametricSum, conv_bn, get_op, resize
+    from torch import nn
 
     class Resize(nn.Module):
         def __init__(self, size):
@@ -191,7 +191,6 @@ def measure_bag(sigs: Sequence[str], config: ModelConfig, *, threads: int, runs:
     """
     import onnx
     import onnxruntime as ort
-
     from segfactory.benchmarks.runners import ORT_PROVIDERS
     from segfactory.benchmarks.stats import percentile
 

@@ -18,11 +18,16 @@ covers every unit any of the ~1e23 genotypes can produce at that input size with
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import (
-    MAX_REPEATS, MERGE_NAMES, NUM_ENCODER_INPUTS, NUM_LAYERS, OP_NAMES, STRIDED_LAYERS, Genotype,
+    MAX_REPEATS,
+    MERGE_NAMES,
+    NUM_LAYERS,
+    OP_NAMES,
+    STRIDED_LAYERS,
+    Genotype,
 )
 
 Size = tuple[int, int]
@@ -157,10 +162,11 @@ def enumerate_units(config: ModelConfig, input_size: Size) -> list[str]:
                             key = (id(ops_a), id(ops_b), stride, grow, l < STRIDED_LAYERS, a, b)
                             y = memo.get(key)
                             if y is None:
-                                ya = [op_unit(emit, o, a[0], a[0] * grow, stride, a[1], config.sep_repeats)
-                                      for o in ops_a][0]
-                                yb = [op_unit(emit, o, b[0], b[0] * grow, stride, b[1], config.sep_repeats)
-                                      for o in ops_b][0]
+                                # every op of a class emits its unit; all of them give the same state
+                                for o in ops_a:
+                                    ya = op_unit(emit, o, a[0], a[0] * grow, stride, a[1], config.sep_repeats)
+                                for o in ops_b:
+                                    yb = op_unit(emit, o, b[0], b[0] * grow, stride, b[1], config.sep_repeats)
                                 for merge in MERGE_NAMES:
                                     y = merge_unit(emit, merge, ya, yb, l < STRIDED_LAYERS)
                                 memo[key] = y

@@ -122,7 +122,7 @@ def trace_kernels(model: Any, input_shape: tuple[int, ...]) -> KernelList:
                                           numel(args[-2]) + numel(w) + numel(result)))
             elif name in _MEMORY:
                 first = result[0] if isinstance(result, tuple) else result
-                ins = args[0] if name != "cat" else args[0]
+                ins = args[0]  # a tensor, or the list of tensors of cat
                 n_in = sum(numel(t) for t in ins) if isinstance(ins, (list, tuple)) else numel(ins)
                 out.kernels.append(Kernel("memory", 0.0, n_in + numel(first)))
             return result

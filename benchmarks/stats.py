@@ -7,7 +7,7 @@ p90 of ten samples lies between the 9th and the 10th. Pure Python: importable wi
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from segfactory.factory.errors import InputError
 

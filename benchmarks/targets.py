@@ -208,7 +208,6 @@ class JetsonTarget(LutMixin, Target):
 
     def _estimate(self, genotype, config, input_size, batch):
         import torch
-
         from segfactory.benchmarks.roofline import SPECS, WARNING, estimate_model_ms
         from segfactory.factory.model import SegModel
 

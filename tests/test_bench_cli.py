@@ -11,7 +11,7 @@ import pytest
 
 def run(args, timeout=300):
     proc = subprocess.run([sys.executable, "-m", "segfactory.factory.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -32,7 +32,8 @@ def test_bench_arch_json_fields():
 
 def test_bench_several_models_interleaved(tmp_path):
     genotype = tmp_path / "g.json"
-    code, out, _ = run(["arch", "sample", "--seed", "4"])
+    code, out, err = run(["arch", "sample", "--seed", "4"])
+    assert code == 0, err
     genotype.write_text(out)
     code, out, err = run(["bench", str(genotype), "--arch", "arch0", "--backend", "torch", "--sep-repeats", "1",
                           *FAST])
@@ -60,4 +61,4 @@ def test_profile_refuses_a_corrupt_table(tmp_path):
     bad = tmp_path / "lut.json"
     bad.write_text("[1, 2")
     code, out, err = run(["profile", "--target", "cpu", "--input-size", "64x64", "--out", str(bad)])
-    assert code == 2 and "not valid JSON" in err and err.count("\n") == 1
+    assert code == 2 and out == "" and "not valid JSON" in err and err.count("\n") == 1

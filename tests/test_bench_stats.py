@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from segfactory.benchmarks import stats
 from segfactory.benchmarks.harness import measure, measure_interleaved
 from segfactory.benchmarks.trtexec import parse_trtexec_output, summary_fields, trtexec_command

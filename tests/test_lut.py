@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-
 from segfactory.benchmarks.lut import FORMAT, Lut, fit_overhead, predict_latency
 from segfactory.benchmarks.lut_measure import build_unit, pack_bags
 from segfactory.benchmarks.lut_units import count_by_kind, enumerate_units, model_units
@@ -38,7 +37,6 @@ def test_enumeration_covers_random_genotypes_and_the_zoo(every_unit):
 def test_model_units_follow_the_built_model():
     """The walk's shapes agree with the real decoder: every unit builds and the head sees the right channels."""
     import torch
-
     from segfactory.factory.model import build_model
 
     for seed in range(3):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from segfactory.benchmarks import roofline
 from segfactory.benchmarks.roofline import SPECS, DeviceSpec, Kernel, KernelList, Params, estimate_ms
 from segfactory.benchmarks.targets import LatencyResult, get_target, target_names
@@ -59,8 +58,10 @@ def test_jetson_alias_estimates_with_warning(capsys):
     assert isinstance(res, LatencyResult) and res.source == "estimated"
     assert 0.5 < res.ms < 50 and "ESTIMATED" in res.detail["warning"]
     assert "WARNING" in capsys.readouterr().err
-    with pytest.raises(Exception):
-        res.ms = 1.0  # frozen
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.ms = 1.0
     # bigger boards are not slower
     agx = get_target("jetson-agx-orin").latency(resolve_arch("arch0"), CFG, (360, 480)).ms
     assert agx < res.ms
