@@ -72,7 +72,6 @@ def export(ctx: click.Context, checkpoint: str | None, arch: str | None, fmt: st
         config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
 
     from segfactory.export.api import export_model
-    from segfactory.export.card import command_line
 
     def log(message: str) -> None:
         if not quiet:
@@ -81,12 +80,31 @@ def export(ctx: click.Context, checkpoint: str | None, arch: str | None, fmt: st
     result = export_model(
         out=out, input_size=input_size, checkpoint=checkpoint, arch=arch, config=config, fmt=fmt,
         precision=precision, dynamic_batch=dynamic_batch, opset=opset, data=data, calib_images=calib_images,
-        output=output, input_dtype=input_dtype, exporter=exporter, command=command_line(), log=log,
+        output=output, input_dtype=input_dtype, exporter=exporter, command=_command(ctx), log=log,
     )
     if as_json:
         click.echo(json.dumps(result))
         return
     _render(result)
+
+
+def _command(ctx: click.Context) -> str:
+    """The command line that reproduces this export (the options given explicitly, in their CLI spelling)."""
+    import shlex
+
+    args = ["segfactory", "export"]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or not _explicit(ctx, param.name) or param.name == "as_json":
+            continue
+        value, flag = ctx.params[param.name], param.opts[0]
+        if param.is_flag:
+            if value:
+                args.append(flag)
+        elif param.name == "input_size":
+            args += [flag, f"{value[0]}x{value[1]}"]
+        else:
+            args += [flag, str(value)]
+    return shlex.join(args)
 
 
 def _render(result: dict) -> None:
