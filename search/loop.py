@@ -276,6 +276,7 @@ class Search:
         self.stopper = EarlyStopper(1 + ctx.settings.stage2_epochs, seed=o.seed + 4242, enabled=o.early_stopping)
         self.next_index = 0
         self.pending: dict[int, dict[str, Any]] = {}  # index -> {"proposal": ..., "seed": ...}
+        self.submitted: set[int] = set()  # pending indices handed to the executor (in flight)
         self.by_key: dict[str, dict[str, Any]] = {}  # genotype key -> first trained trial (reuse)
         self.latencies: dict[str, dict[str, Any]] = {}  # genotype key -> latency of the deployed model
         self.executor_factory = executor_factory or (lambda search: LocalExecutor(search.train_job))
@@ -338,10 +339,11 @@ class Search:
 
     # -- one candidate ----------------------------------------------------------------------------------------
     def _next_job(self) -> CandidateJob:
-        if self.pending:
-            index = min(self.pending)
-            v = self.pending[index]
-            proposal = Proposal.from_dict(v["proposal"])
+        """A pending proposal not yet in flight (after a resume), else a new proposal (saved before use)."""
+        waiting = sorted(set(self.pending) - self.submitted)
+        if waiting:
+            index = waiting[0]
+            proposal = Proposal.from_dict(self.pending[index]["proposal"])
         else:
             index = self.next_index
             proposal = self.strategy.propose()
@@ -444,6 +446,7 @@ class Search:
         self.store.append(rec)
         self._index_trial(rec)
         self.pending.pop(job.index, None)
+        self.submitted.discard(job.index)
         self._tell(job.proposal, rec)
         self._save()
         self.consecutive_rejections = self.consecutive_rejections + 1 if rec["status"] == "rejected" else 0
@@ -482,6 +485,7 @@ class Search:
                     done = self.precheck(job)
                     if done is None:
                         _emit(self.on_event, "candidate", index=job.index, key=job.proposal.genotype.key())
+                        self.submitted.add(job.index)
                         executor.submit(job)
                     elif self.consecutive_rejections >= o.max_rejections:
                         stopped = (f"{self.consecutive_rejections} consecutive candidates were rejected (last: "

@@ -34,6 +34,7 @@ class ProxySettings:
     grad_clip: float = 3.0
     val_fraction: float = 0.1  # of the train split, held out in contiguous blocks of frames
     val_blocks: int = 3
+    val_max_images: int | None = None  # cap on held-out frames (keeps validation cheap on large datasets)
     val_long_side: int | None = None  # resize held-out images so the longer side is this; None: as stored
     val_batch: int = 10
     time_limit_s: float | None = None  # per candidate
@@ -87,7 +88,7 @@ PRESETS: dict[str, ProxySettings] = {
     "paper": ProxySettings(),
     "cpu-small": ProxySettings(
         crop=(128, 160), scale=(0.75, 1.25), cache_size=48, stage1_epochs=2, stage1_batch=12,
-        stage2_epochs=2, stage2_batch=8, stage2_steps=4, val_fraction=0.2, val_blocks=4, val_long_side=240,
+        stage2_epochs=2, stage2_batch=8, stage2_steps=4, val_fraction=0.2, val_blocks=4, val_max_images=16, val_long_side=240,
         val_batch=8, time_limit_s=150.0, max_proxy_macs=400_000_000, workers=0,
     ),
     "test": ProxySettings(

@@ -38,7 +38,8 @@ class _TimeUp(Exception):
 
 # -- data prepared once per run --------------------------------------------------------------------------------
 
-def heldout_split(names: list[str], fraction: float, blocks: int) -> tuple[list[int], list[int]]:
+def heldout_split(names: list[str], fraction: float, blocks: int,
+                  max_images: int | None = None) -> tuple[list[int], list[int]]:
     """(train indices, held-out indices): ``blocks`` contiguous runs of frames in name order.
 
     The sorted frames are cut into ``blocks`` equal chunks and the last ``fraction`` of each chunk is held out,
@@ -47,6 +48,8 @@ def heldout_split(names: list[str], fraction: float, blocks: int) -> tuple[list[
     n = len(names)
     order = sorted(range(n), key=lambda i: names[i])
     n_val = max(1, round(n * fraction))
+    if max_images is not None:
+        n_val = min(n_val, max_images)
     if n_val >= n:
         raise InputError(f"the train split has {n} images: too few to hold out {fraction:.0%} of them")
     blocks = max(1, min(blocks, n_val))
@@ -104,7 +107,8 @@ class ProxyData:
             raise InputError(f"the model has {config.num_classes} classes but {dataset.spec} has "
                              f"{dataset.num_classes}")
         if heldout is None:
-            train_idx, val_idx = heldout_split(dataset.names, settings.val_fraction, settings.val_blocks)
+            train_idx, val_idx = heldout_split(dataset.names, settings.val_fraction, settings.val_blocks,
+                                               settings.val_max_images)
             val = _Subset(dataset, val_idx)
             val_names = [dataset.names[i] for i in val_idx]
         else:

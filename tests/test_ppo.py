@@ -22,7 +22,7 @@ def expected_toy_reward(c: Controller) -> float:
 def test_expected_reward_rises_on_a_toy_reward(algorithm):
     torch.manual_seed(0)
     c = Controller()
-    pg = PolicyGradient(c, PGSettings(algorithm=algorithm, lr=0.03, buffer_size=8, minibatch=4), seed=0)
+    pg = PolicyGradient(c, PGSettings(algorithm=algorithm, lr=0.03, buffer_size=4, minibatch=4), seed=0)
     g = torch.Generator().manual_seed(0)
     before = expected_toy_reward(c)
     for _ in range(12):
