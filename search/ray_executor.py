@@ -99,7 +99,7 @@ class TrialWorker:
         torch.set_num_threads(max(1, threads))  # one worker = its CPUs, never the whole machine
         if device == "cuda" and not torch.cuda.is_available():
             raise RunError(f"Ray worker on {os.uname().nodename} was given a GPU but torch sees no CUDA device")
-        self.data = proxy_data  # resolved from the object store by Ray: deserialised once per actor
+        self.data = _place(proxy_data, device)  # resolved from the object store by Ray: once per actor
         self.device = device
         self.kill_marker = kill_marker
 
@@ -131,6 +131,23 @@ class TrialWorker:
         out = result.to_dict()
         out["_worker"] = {"node": os.uname().nodename, "pid": os.getpid(), "train_s": time.monotonic() - t}
         return out
+
+
+def _place(data: Any, device: str) -> Any:
+    """ProxyData with its stage-1 cache on ``device`` (as ProxyData.prepare leaves it on CUDA).
+
+    The object store gets a CPU copy (the driver may prepare it on its own GPU; a worker may have none); a GPU
+    worker moves the cache onto its GPU once and pins the held-out tensors, as a local CUDA search does.
+    """
+    from dataclasses import replace
+
+    cache = {k: getattr(data, k) for k in ("cache_e0", "cache_e1", "cache_labels")}
+    if all(t.device.type == ("cuda" if device == "cuda" else "cpu") for t in cache.values()):
+        return data
+    if device == "cuda":
+        return replace(data, **{k: t.to(device) for k, t in cache.items()},
+                       val_images=data.val_images.pin_memory(), val_masks=data.val_masks.pin_memory())
+    return replace(data, **{k: t.cpu() for k, t in cache.items()})
 
 
 def _test_kill_once(marker: str) -> None:
@@ -196,7 +213,7 @@ class RayExecutor:
         self.checkpoints = 1 + search.ctx.settings.stage2_epochs
         self.kill_marker = os.environ.get(KILL_MARKER_ENV) or None
         # The one copy of the proxy data the whole run shares (cached features, frames, held-out tensors).
-        self.data_ref = ray.put(search.proxy_data())
+        self.data_ref = ray.put(_place(search.proxy_data(), "cpu"))
         self.remote_cls = ray.remote(TrialWorker)
         self.actors = [self._new_actor() for _ in range(self.capacity)]
         self.idle = list(range(self.capacity))

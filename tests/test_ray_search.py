@@ -191,3 +191,20 @@ def test_local_executor_imports_no_ray(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=300, check=False)
     assert r.returncode == 0 and "no-ray" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.gpu
+def test_two_candidates_share_one_gpu(ray_cluster, tmp_path):
+    """--gpus-per-trial 0.5: two actors on one GPU; the cached features move to it once per actor."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    if ray.cluster_resources().get("GPU", 0) < 1:
+        pytest.skip("the test's Ray cluster sees no GPU")
+    out = tmp_path / "run"
+    options = _options(out, 2, strategy="random")
+    options.device = "cuda"
+    run_search(options, executor_factory=make_ray_executor_factory(workers=2, gpus_per_trial=0.5))
+    trials = _check_complete(out, 2)
+    assert all(t["status"] in ("ok", "early-stopped") for t in trials), trials
