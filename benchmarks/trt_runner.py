@@ -1,5 +1,7 @@
 """TensorRT through its Python API (TensorRT 10/11): an engine from ONNX or a file, timed with CUDA events.
 
+Engines are built by export's strongly typed builder (``segfactory.export.tensorrt.engine_from_onnx``).
+
 Buffers are torch CUDA tensors (their ``data_ptr()`` is bound with ``set_tensor_address``), the engine runs
 with ``execute_async_v3`` on a torch CUDA stream, and each inference is bracketed by CUDA events, i.e. it is
 GPU compute time like trtexec's. ``tensorrt`` and ``torch.cuda`` are imported only when a runner is made.
@@ -14,49 +16,31 @@ from segfactory.factory.errors import InputError, RunError
 
 
 def _import_trt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise RunError("backend trt: the tensorrt Python package is not installed (JetPack, or pip install "
-                       "tensorrt on a CUDA host)") from None
+    """(tensorrt, torch), or :class:`RunError` saying what is missing (export's check: TensorRT 10.3+ and CUDA)."""
+    from segfactory.export.tensorrt import require_tensorrt
+
+    trt = require_tensorrt()
     import torch
 
-    if not torch.cuda.is_available():
-        raise RunError("backend trt: no CUDA device is available")
     return trt, torch
 
 
-def build_serialized_engine(onnx_path: str | Path, *, precision: str = "fp16", workspace_mb: int = 1024,
-                            input_shape: tuple[int, ...] | None = None) -> bytes:
-    """Parse ONNX and build a serialized engine (explicit batch; an optimisation profile for dynamic inputs)."""
-    trt, _ = _import_trt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RunError(f"TensorRT could not parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: the graph carries Q/DQ nodes
-    elif precision not in ("fp16", "fp32"):
+def engine_for(onnx_path: Path, workdir: Path, *, precision: str, batch: int) -> Path:
+    """A serialized engine of ``onnx_path``: strongly typed, so precision comes from the graph (TensorRT 10/11).
+
+    ``fp16`` converts the graph to FP16 first (export.precision); ``int8`` expects a Q/DQ graph as it is.
+    """
+    from segfactory.export.tensorrt import EngineConfig, engine_from_onnx
+
+    if precision not in ("fp32", "fp16", "int8"):
         raise InputError(f"precision {precision!r} is not one of fp32, fp16, int8")
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        if any(d < 0 for d in tensor.shape):
-            if input_shape is None:
-                raise InputError(f"{onnx_path}: input {tensor.name} is dynamic; give --input-size")
-            profile = builder.create_optimization_profile()
-            profile.set_shape(tensor.name, input_shape, input_shape, input_shape)
-            config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RunError(f"TensorRT failed to build an engine from {onnx_path}")
-    return bytes(serialized)
+    source = onnx_path
+    if precision == "fp16":
+        from segfactory.export.precision import convert_fp16
+
+        source = convert_fp16(onnx_path, workdir / f"{onnx_path.stem}.fp16.onnx")
+    return engine_from_onnx(source, workdir / f"{onnx_path.stem}.{precision}.engine",
+                            EngineConfig(batch=(batch, batch, batch)))
 
 
 class TensorRTRunner:
@@ -68,8 +52,14 @@ class TensorRTRunner:
         model = Path(model)
         if not model.is_file():
             raise InputError(f"model {model} does not exist")
-        data = (build_serialized_engine(model, precision=precision, input_shape=input_shape)
-                if model.suffix.lower() == ".onnx" else model.read_bytes())
+        if model.suffix.lower() == ".onnx":
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="segfactory-trt-") as tmp:
+                batch = input_shape[0] if input_shape else 1
+                data = engine_for(model, Path(tmp), precision=precision, batch=batch).read_bytes()
+        else:
+            data = model.read_bytes()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(data)
@@ -125,8 +115,9 @@ class TensorRTRunner:
 
 
 def _torch_dtype(torch: Any, dt: Any, trt: Any) -> Any:
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-             trt.int8: torch.int8, trt.bool: torch.bool, trt.uint8: torch.uint8, trt.int64: torch.int64}
+    pairs = (("float32", torch.float32), ("float16", torch.float16), ("int32", torch.int32), ("int8", torch.int8),
+             ("bool", torch.bool), ("uint8", torch.uint8), ("int64", torch.int64), ("bfloat16", torch.bfloat16))
+    table = {getattr(trt, n): t for n, t in pairs if hasattr(trt, n)}  # int64/bf16 are TensorRT 9+
     if dt not in table:
         raise RunError(f"TensorRT tensor type {dt} has no torch equivalent here")
     return table[dt]

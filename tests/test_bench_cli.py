@@ -46,7 +46,7 @@ def test_bench_several_models_interleaved(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["bench", "missing.onnx"], "does not exist"),
-    (["bench", "--arch", "arch0", "--backend", "trt", "--input-size", "64x64"], "backend trt"),
+    (["bench", "--arch", "arch0", "--backend", "trt", "--input-size", "64x64"], "TensorRT"),
     (["bench", "--arch", "arch0", "--backend", "trtexec", "--input-size", "64x64"], "trtexec"),
     (["bench"], "nothing to benchmark"),
     (["profile", "--target", "jetson-tx2", "--out", "x.json"], "unknown target"),
