@@ -152,9 +152,49 @@ def run_model(name: str, args, out: Path, console) -> dict[str, Any]:
         "images_seen": state["images"],
         "val_miou": history[-1]["val_miou"] if history else None,
         "best_val_miou": max(h["val_miou"] for h in history) if history else None,
-        "latency_ms_ort_cpu_360x480": None,  # filled by the latency harness (benchmarks issue)
+        "latency_ms_ort_cpu_360x480": None,  # filled by measure_latency (--latency)
         "history": history,
+        "_model": model,
     }
+
+
+def measure_latency(results: list[dict[str, Any]], out: Path, threads: int, seconds: float, console) -> dict:
+    """ONNX Runtime CPU latency at 360x480, batch 1, the models interleaved round by round (measuring-here.md)."""
+    import torch
+    from segfactory.benchmarks.harness import measure_interleaved
+    from segfactory.benchmarks.runners import OrtRunner
+    from segfactory.export.onnx import export_onnx
+
+    class _Logits(torch.nn.Module):
+        """LRASPP returns a dict; export its logits only."""
+
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)["out"]
+
+    runners = []
+    for r in results:
+        model = r["_model"].eval()
+        module = model if r["model"] in ("arch0", "arch1") else _Logits(model)
+        path = export_onnx(module, out / r["model"] / "model.onnx", input_size=(360, 480))
+        runners.append(OrtRunner(path, threads=threads, name=r["model"]))
+    console.print(f"measuring ONNX Runtime latency, {threads} thread(s), interleaved ...")
+    measured = measure_interleaved(runners, min_seconds=seconds, rounds=10)
+    for r, m in zip(results, measured):
+        r["latency_ms_ort_cpu_360x480"] = m["median_ms"]
+        r["latency"] = {k: m[k] for k in ("median_ms", "round_median_min_ms", "round_median_max_ms", "threads",
+                                          "iterations", "backend", "latency_source")}
+    return {"threads": threads, "rounds": measured[0]["rounds"] if measured else 0}
+
+
+def _latency_cell(r: dict[str, Any]) -> str:
+    if r["latency_ms_ort_cpu_360x480"] is None:
+        return "-"
+    lat = r["latency"]
+    return f"{lat['median_ms']:.1f} ({lat['round_median_min_ms']:.1f}-{lat['round_median_max_ms']:.1f})"
 
 
 def machine() -> dict[str, Any]:
@@ -177,6 +217,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--val-images", type=int, default=0, help="Validate on the first N val images (0: all).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency", action="store_true",
+                        help="Also export each model to ONNX and time it with ONNX Runtime at 360x480.")
+    parser.add_argument("--latency-threads", type=int, default=1)
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="Timed seconds per model.")
     args = parser.parse_args(argv)
 
     import torch
@@ -192,20 +236,24 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name in args.models:
             results.append(run_model(name, args, out, console))
+        latency = measure_latency(results, out, args.latency_threads, args.latency_seconds, console) \
+            if args.latency else None
     except SegfactoryError as e:
         console.print(f"Error: {e}")
         sys.exit(e.exit_code)
+    for r in results:
+        r.pop("_model")
     doc = {"format": FORMAT, "machine": machine(), "data": args.data, "minutes_per_model": args.minutes,
-           "recipe_note": __doc__.split("\n\n")[1].replace("\n", " "), "results": results}
+           "recipe_note": __doc__.split("\n\n")[1].replace("\n", " "), "latency": latency, "results": results}
     atomic_write_json(out / "camvid_train.json", doc)
     table = Table(title=f"CamVid val, {args.minutes:g} min CPU training per model ({doc['machine']['cpu']})")
     for col in ("model", "params", "pretrained", "train min", "epochs", "val mIoU %", "best val mIoU %",
-                "ORT CPU ms 360x480"):
+                "ORT CPU ms 360x480 (round medians)"):
         table.add_column(col, justify="left" if col in ("model", "pretrained") else "right")
     for r in results:
         table.add_row(r["model"], f"{r['params']:,}", r["pretrained"].split(" ")[0], f"{r['train_min']:.1f}",
                       str(r["epochs"]), f"{100 * r['val_miou']:.2f}", f"{100 * r['best_val_miou']:.2f}",
-                      "-" if r["latency_ms_ort_cpu_360x480"] is None else f"{r['latency_ms_ort_cpu_360x480']:.1f}")
+                      _latency_cell(r))
     Console(width=max(Console().width, 140)).print(table)
     console.print(f"wrote {out / 'camvid_train.json'}")
 
