@@ -67,8 +67,11 @@ def evaluate(threads: int, args, state: dict, config: ModelConfig, deadline: flo
                           minutes=minutes_left, runs=args.runs, progress=not args.quiet)
     lut = Lut.load(lut_path)
     if lut.data.get("overhead") is None:
-        print(f"[{threads} thread(s)] the table is not complete yet; run again to resume", file=sys.stderr)
+        print(f"[{threads} thread(s)] no fitted overhead yet (time ran out); run again to resume", file=sys.stderr)
         return {"threads": threads, "profile": summary, "complete": False}
+    if not summary["complete"]:
+        print(f"[{threads} thread(s)] the table is partial: evaluation genotypes' units are measured on demand",
+              file=sys.stderr)
     fitted = fit_keys(lut)
     todo = evaluation_genotypes(args.count)
     overlap = [name for name, g in todo if g.key() in fitted]
@@ -96,6 +99,7 @@ def evaluate(threads: int, args, state: dict, config: ModelConfig, deadline: flo
     measured = [done[n]["measured_ms"] for n in names]
     predicted = [done[n]["predicted_ms"] for n in names]
     out: dict[str, Any] = {"threads": threads, "lut": str(lut_path), "units_total": summary["units_total"],
+                           "units_in_table": len(lut.entries),
                            "overhead": {k: lut.data["overhead"][k] for k in ("intercept_ms", "scale")},
                            "fit_genotypes": len(fitted), "n": len(names), "complete": len(names) == len(todo)}
     if len(names) >= 2:
