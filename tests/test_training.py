@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -169,3 +170,14 @@ def test_arch1_two_epochs_on_camvid_mini_beats_untrained(tmp_path):
     trained = evaluate(TorchPredictor(model), val, progress=False)
     assert trained["miou"] == pytest.approx(doc["final"]["miou"], abs=1e-9)
     assert trained["miou"] > untrained["miou"]
+
+
+def test_bad_label_in_a_loader_worker_is_one_clear_error(tmp_path):
+    from PIL import Image
+
+    make_camvid(tmp_path / "d", counts=(("train", 4), ("val", 1)))
+    bad = np.zeros((64, 96), np.uint8)
+    bad[3, 3] = 40
+    Image.fromarray(bad).save(tmp_path / "d" / "trainannot" / "seq_0002.png")
+    with pytest.raises(InputError, match=r"^mask .*seq_0002.png has label value 40 out of range"):
+        train(_cfg(f"camvid:{tmp_path / 'd'}", 1, workers=1), tmp_path / "run", progress=False)
