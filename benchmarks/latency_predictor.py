@@ -63,6 +63,8 @@ def evaluate(threads: int, args, state: dict, config: ModelConfig, deadline: flo
     size = args.input_size
     lut_path = args.workdir / f"lut_{size[0]}x{size[1]}_t{threads}.json"
     minutes_left = max(0.1, (deadline - time.monotonic()) / 60)
+    if args.profile_minutes is not None:
+        minutes_left = min(minutes_left, args.profile_minutes)
     summary = run_profile("cpu", config, size, lut_path, threads=threads, fit_models=args.fit_models,
                           minutes=minutes_left, runs=args.runs, progress=not args.quiet)
     lut = Lut.load(lut_path)
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--count", type=int, default=50, help="random evaluation genotypes (seeds 0..count-1)")
     p.add_argument("--fit-models", type=int, default=8, help="genotypes (disjoint seeds) to fit the overhead")
     p.add_argument("--minutes", type=float, default=120.0, help="stop after this long; rerun to resume")
+    p.add_argument("--profile-minutes", type=float, default=None,
+                   help="cap on profiling the whole table per thread count; the rest is filled on demand")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per model per group")
     p.add_argument("--runs", type=int, default=15, help="profiled runs per bag of units")
