@@ -306,8 +306,8 @@ class Search:
             self.next_index = int(state["next_index"])
             for k, v in state["pending"].items():
                 index = int(k)
-                if index in done:  # recorded, but the state was not saved after it: tell the strategy now
-                    self._tell(Proposal.from_dict(v["proposal"]), done[index])
+                if index in done:  # recorded, but the state was not saved after it: learn from it now
+                    self._replay(Proposal.from_dict(v["proposal"]), done[index])
                 else:
                     self.pending[index] = v
             late = [t for i, t in sorted(done.items()) if i >= self.next_index]
@@ -317,7 +317,7 @@ class Search:
             p = self.strategy.propose()
             if p.genotype.key() != t["key"]:
                 p = Proposal(Genotype.from_dict(t["genotype"]))
-            self._tell(p, t)
+            self._replay(p, t)
             self.next_index = int(t["index"]) + 1
         if state is not None or late:
             self._save()
@@ -329,6 +329,12 @@ class Search:
             self.latencies.setdefault(t["key"], {"ms": t["latency_ms"], "source": t.get("latency_source")})
         if t.get("status") in TRAINED and t.get("wall_s"):
             self.trained_times.append(float(t["wall_s"]))
+
+    def _replay(self, proposal: Proposal, trial: dict[str, Any]) -> None:
+        """What recording ``trial`` did to the early stopper and the strategy, done again from the record."""
+        for k, value in enumerate(trial.get("checkpoints") or []):
+            self.stopper.should_continue(k, float(value))
+        self._tell(proposal, trial)
 
     def _tell(self, proposal: Proposal, trial: dict[str, Any]) -> None:
         reward = trial.get("reward") if trial.get("status") in LEARN_FROM else None
