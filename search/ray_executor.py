@@ -217,8 +217,6 @@ class RayExecutor:
         self.remote_cls = ray.remote(TrialWorker)
         self.actors = [self._new_actor() for _ in range(self.capacity)]
         self.idle = list(range(self.capacity))
-        if not hasattr(search, "submitted"):  # a loop that does not track what is in flight
-            _skip_in_flight(search, self)
 
     # -- protocol ----------------------------------------------------------------------------------------------
     def submit(self, job: CandidateJob) -> None:
@@ -253,6 +251,9 @@ class RayExecutor:
                 return self._done(run.job, ProxyResult("failed", reason=f"worker error: "
                                                        f"{type(cause or e).__name__}: {first}"))
             except _worker_lost(ray) as e:
+                if "creation task" in str(e):  # the actor could not start (no CUDA, segfactory missing there)
+                    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+                    raise RunError(f"a Ray worker could not start: {lines[-1][:300]}") from None
                 reason = _lost_reason(e)
                 self._replace_actor(run.slot)
                 if run.attempt < self.settings.max_retries:
@@ -341,29 +342,6 @@ class RayExecutor:
     def _status(self, message: str) -> None:
         if self.search.on_event is not None:
             self.search.on_event({"kind": "status", "message": message})
-
-
-def _skip_in_flight(search: Search, executor: RayExecutor) -> None:
-    """Make ``search._next_job`` skip proposals that are already training on this executor.
-
-    The loop re-runs ``pending`` proposals first (after a resume, those are the ones that were in flight when
-    the driver died); with several candidates in flight, pending also holds the ones training right now, which
-    must not be handed out twice. Hides them from the loop's ``_next_job`` for the call, then saves the state
-    again so that state.pt lists every proposal in flight. Harmless where the loop already skips them.
-    """
-    original = search._next_job
-
-    def next_job() -> CandidateJob:
-        busy = executor.in_flight_indices()
-        hidden = {i: search.pending.pop(i) for i in sorted(busy) if i in search.pending}
-        try:
-            return original()
-        finally:
-            if hidden:
-                search.pending.update(hidden)
-                search._save()
-
-    search._next_job = next_job
 
 
 def _worker_lost(ray) -> tuple[type[BaseException], ...]:

@@ -208,3 +208,4 @@ def test_two_candidates_share_one_gpu(ray_cluster, tmp_path):
     run_search(options, executor_factory=make_ray_executor_factory(workers=2, gpus_per_trial=0.5))
     trials = _check_complete(out, 2)
     assert all(t["status"] in ("ok", "early-stopped") for t in trials), trials
+
