@@ -122,7 +122,7 @@ def search(ctx: click.Context, **kw) -> None:
              "crop": kw.pop("crop"), "stage1_epochs": kw.pop("stage1_epochs"),
              "stage2_epochs": kw.pop("stage2_epochs"), "cache_size": kw.pop("cache_size"),
              "workers": kw.pop("loader_workers")}
-    executor_factory = _executor_factory(kw)
+    _check_executor_flags(kw)
     kw["proxy"] = {**parse_proxy_set(kw.pop("proxy_set")), **{k: v for k, v in proxy.items() if v is not None}}
     kw["early_stopping"] = not kw.pop("no_early_stopping")
     kw["feedback"] = kw.pop("action_feedback")
@@ -132,8 +132,7 @@ def search(ctx: click.Context, **kw) -> None:
     options = SearchOptions(**kw)
     view = None if (quiet or as_json) else LiveView()
     try:
-        summary = run_search(options, resume=resume, on_event=view.event if view else None,
-                             executor_factory=executor_factory)
+        summary = run_search(options, resume=resume, on_event=view.event if view else None)
     finally:
         if view:
             view.close()
@@ -167,18 +166,13 @@ def pick_cmd(run_dir: str, max_latency_ms: float | None, max_params: int | None,
                    f"{t['latency_ms']:.2f} ms, {t['params']:,} params -> {out}")
 
 
-def _executor_factory(kw: dict):
-    """Pops the Ray flags from ``kw``; None (the loop's local executor) or a Ray executor factory."""
-    ray = {k: kw.pop(k) for k in ("ray_address", "workers", "gpus_per_trial", "cpus_per_trial")}
+def _check_executor_flags(kw: dict) -> None:
+    """The Ray flags mean nothing to the local executor: say so rather than ignore them."""
     if kw["executor"] == "local":
-        given = [f"--{k.replace('_', '-')}" for k in ("ray_address", "workers", "gpus_per_trial") if ray[k] is not None]
+        given = [f"--{k.replace('_', '-')}" for k in ("ray_address", "workers", "gpus_per_trial")
+                 if kw[k] is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --executor ray")
-        return None
-    from segfactory.search.ray_executor import make_ray_executor_factory  # imports ray only when it is made
-
-    return make_ray_executor_factory(address=ray["ray_address"], workers=ray["workers"] or 2,
-                                     gpus_per_trial=ray["gpus_per_trial"], cpus_per_trial=ray["cpus_per_trial"])
 
 
 def parse_proxy_set(items: tuple[str, ...]) -> dict:

@@ -72,7 +72,11 @@ class SearchOptions:
     population: int = 20  # evolution
     tournament: int = 5
     proxy: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's ProxySettings
-    executor: str = "local"
+    executor: str = "local"  # local | ray
+    ray_address: str | None = None  # ray: None = a local Ray, "auto", ray://HOST:PORT
+    workers: int | None = None  # ray: candidates in flight (default 2)
+    gpus_per_trial: float | None = None  # ray: None = 1 on CUDA, else 0
+    cpus_per_trial: float = 1.0  # ray: also each worker's torch threads
     max_minutes: float | None = None  # stop proposing after this much wall time in this process
     genotypes: list[dict[str, Any]] = field(default_factory=list)  # the list strategy's genotypes
 
@@ -165,7 +169,8 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     run = _prepare_out(out, resume)
     if run is not None:  # a resumed run keeps its settings; only the budget (and runtime knobs) may change
         saved = SearchOptions.from_dict(run["options"])
-        for name in ("budget", "threads", "executor", "max_minutes"):
+        for name in ("budget", "threads", "executor", "max_minutes", "ray_address", "workers", "gpus_per_trial",
+                     "cpus_per_trial"):
             setattr(saved, name, getattr(options, name))
         saved.out = options.out
         options = saved
@@ -513,6 +518,10 @@ def run_search(options: SearchOptions, *, resume: bool = False, on_event: Event 
                executor_factory: Callable[[Search], Executor] | None = None) -> dict[str, Any]:
     """Run (or resume) a search; returns the summary (best trial, counts, files)."""
     ctx = make_context(options, resume, on_event)
+    if executor_factory is None and ctx.options.executor == "ray":
+        from segfactory.search.ray_executor import executor_factory_from_options  # imports ray when made
+
+        executor_factory = executor_factory_from_options(ctx.options)
     return Search(ctx, on_event, executor_factory).run()
 
 
