@@ -151,8 +151,9 @@ def test_killed_driver_resumes(ray_cluster, tmp_path):
     state = __import__("torch").load(out / "state.pt", weights_only=True)
     (pending,) = state["pending"].items()  # the candidate in flight when the driver died
     assert int(pending[0]) == 1 - first[0]["index"]
-    run_search(_options(out, 2, strategy="evolution", seed=3), resume=True,
-               executor_factory=make_ray_executor_factory(workers=2))
+    options = _options(out, 2, strategy="evolution", seed=3)
+    options.workers = 2  # run_search makes the Ray executor from the options (as the CLI does)
+    run_search(options, resume=True)
     trials = _check_complete(out, 2)
     assert trials[0] == first[0]
     assert trials[1]["index"] == int(pending[0])  # re-run with the genotype proposed before the driver died
