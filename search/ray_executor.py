@@ -345,9 +345,9 @@ class RayExecutor:
 
 
 def _worker_lost(ray) -> tuple[type[BaseException], ...]:
-    e = ray.exceptions
-    kinds = [e.RayActorError, e.WorkerCrashedError, e.NodeDiedError, e.ObjectLostError, e.OutOfMemoryError,
-             e.LocalRayletDiedError]
+    names = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OutOfMemoryError",
+             "LocalRayletDiedError")  # not all exist in every Ray version
+    kinds = (getattr(ray.exceptions, n, None) for n in names)
     return tuple(k for k in kinds if isinstance(k, type))
 
 
