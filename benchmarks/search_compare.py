@@ -3,7 +3,10 @@
     python benchmarks/search_compare.py --minutes 60 [--data camvid:PATH] [--seeds 0] [--out runs/search_compare]
 
 Each (strategy, seed) is a normal search run in OUT/<strategy>-s<seed>/ that gets ``--minutes / runs`` of wall
-time per invocation (rerunning resumes every run and gives each the same time again). All runs share one
+time per invocation, in ``--rounds`` interleaved slices (this host's speed drifts with its load, so the
+strategies take turns; each slice resumes its run). Rerunning resumes every run and gives each the same time
+again. CPU seconds per candidate (the search process's own) are reported beside wall seconds, since they depend
+far less on what else the machine is doing. All runs share one
 latency target T (arch0's latency on the target, measured once and stored in OUT/reference.json), so their
 rewards are comparable. Prints a table (candidates, best reward, seconds per candidate and where they go:
 stage 1, stage 2, validation, latency measurement, the rest), writes OUT/search_compare.json with the machine
@@ -109,7 +112,7 @@ def analyse(out: Path) -> dict[str, Any]:
                 best = t["reward"] if best is None else max(best, t["reward"])
             curve.append(best)
         parts = {k: sum(t.get(k) or 0.0 for t in trained) for k in ("stage1_s", "stage2_s", "val_s", "latency_s",
-                                                                     "wall_s")}
+                                                                     "wall_s", "cpu_s")}
         wall = parts["wall_s"] or 1.0
         strategy, _, seed = d.name.rpartition("-s")
         rows.append({
@@ -119,6 +122,7 @@ def analyse(out: Path) -> dict[str, Any]:
             "failed": sum(t["status"] == "failed" for t in trials),
             "best_reward": best, "curve": curve,
             "s_per_candidate": parts["wall_s"] / len(trained) if trained else None,
+            "cpu_s_per_candidate": parts["cpu_s"] / len(trained) if trained else None,
             "share": {"stage1": parts["stage1_s"] / wall, "stage2": parts["stage2_s"] / wall,
                       "validation": parts["val_s"] / wall, "latency": parts["latency_s"] / wall,
                       "other": max(0.0, 1 - sum(parts[k] for k in ("stage1_s", "stage2_s", "val_s", "latency_s"))
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--population", type=int, default=8, help="Evolution population (small budgets).")
     parser.add_argument("--tournament", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved time slices per run.")
     args = parser.parse_args(argv)
 
     from segfactory.factory.io import atomic_write_json
@@ -170,20 +175,24 @@ def main(argv: list[str] | None = None) -> None:
     latency_target = reference_latency(args, out)
     runs = [(s, seed) for seed in args.seeds for s in args.strategies]
     per_run = args.minutes / len(runs)
-    print(f"{len(runs)} runs, {per_run:.1f} min each; latency target {latency_target:.2f} ms (arch0)", flush=True)
-    for strategy, seed in runs:
-        run_one(strategy, seed, args, out, per_run, latency_target)
+    print(f"{len(runs)} runs, {per_run:.1f} min each in {args.rounds} slices; latency target {latency_target:.2f} ms"
+          f" (arch0)", flush=True)
+    for r in range(args.rounds):
+        order = runs if r % 2 == 0 else runs[::-1]
+        for strategy, seed in order:
+            run_one(strategy, seed, args, out, per_run / args.rounds, latency_target)
     result = {"format": FORMAT, "machine": machine(), "data": args.data, "preset": args.preset,
               "target": args.target, "latency_target_ms": latency_target, **analyse(out)}
     atomic_write_json(out / "search_compare.json", result)
     plot(result, out / "search_compare.png")
-    print(f"\n{'run':<16} {'cand':>5} {'best reward':>11} {'s/cand':>7} {'stage1':>7} {'stage2':>7} {'val':>6} "
+    print(f"\n{'run':<16} {'cand':>5} {'best reward':>11} {'s/cand':>7} {'cpu s':>6} {'stage1':>7} {'stage2':>7} {'val':>6} "
           f"{'latency':>8} {'other':>6}")
     for r in result["runs"]:
         sh = r["share"]
         best = f"{r['best_reward']:.4f}" if r["best_reward"] is not None else "-"
         spc = f"{r['s_per_candidate']:.1f}" if r["s_per_candidate"] else "-"
-        print(f"{r['run']:<16} {r['candidates']:>5} {best:>11} {spc:>7} {sh['stage1']:>7.0%} {sh['stage2']:>7.0%} "
+        cpu = f"{r['cpu_s_per_candidate']:.1f}" if r["cpu_s_per_candidate"] else "-"
+        print(f"{r['run']:<16} {r['candidates']:>5} {best:>11} {spc:>7} {cpu:>6} {sh['stage1']:>7.0%} {sh['stage2']:>7.0%} "
               f"{sh['validation']:>6.0%} {sh['latency']:>8.0%} {sh['other']:>6.0%}")
     print(f"\nwrote {out / 'search_compare.json'} and {out / 'search_compare.png'}")
 
