@@ -79,7 +79,7 @@ def run_one(strategy: str, seed: int, args, out: Path, minutes: float, latency_t
     if (d / "run.json").is_file():
         cmd.append("--resume")
     t = time.monotonic()
-    r = subprocess.run(cmd, text=True, capture_output=True)
+    r = subprocess.run(cmd, text=True, capture_output=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"{d.name}: {r.stderr.strip()[-500:]}")
     print(f"  {d.name}: {len(load_trials(d / 'trials.jsonl'))} candidates so far ({time.monotonic() - t:.0f} s)",

@@ -6,9 +6,12 @@ import json
 import time
 
 import click
-
 from segfactory.factory.commands.options import (
-    input_size_option, json_option, parse_size_option, quiet_option, version,
+    input_size_option,
+    json_option,
+    parse_size_option,
+    quiet_option,
+    version,
 )
 
 STRATEGY_CHOICES = ["ppo", "random", "evolution", "list"]

@@ -13,12 +13,17 @@ the sampled action instead (ENAS style), so later decisions can depend on earlie
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
-
 from segfactory.factory.genotype import (
-    MAX_REPEATS, MERGE_NAMES, NUM_ENCODER_INPUTS, NUM_LAYERS, NUM_TEMPLATES, OP_NAMES, STRIDED_LAYERS,
+    MAX_REPEATS,
+    MERGE_NAMES,
+    NUM_ENCODER_INPUTS,
+    NUM_LAYERS,
+    NUM_TEMPLATES,
+    OP_NAMES,
+    STRIDED_LAYERS,
     action_space,
 )
+from torch import Tensor, nn
 
 HIDDEN = 100
 NUM_LSTM_LAYERS = 2

@@ -13,9 +13,10 @@ Files in the run directory:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import Genotype
@@ -88,7 +89,7 @@ class SearchOptions:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SearchOptions":
+    def from_dict(cls, d: dict[str, Any]) -> SearchOptions:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         if d.get("input_size") is not None:
@@ -155,7 +156,6 @@ def _prepare_out(out: Path, resume: bool) -> dict[str, Any] | None:
 def make_context(options: SearchOptions, resume: bool, on_event: Event | None = None) -> RunContext:
     """Resolve devices, preset, data, configs, target and reward; write (or read back) run.json."""
     import torch
-
     from segfactory.benchmarks.targets import get_target
     from segfactory.factory.commands.options import resolve_device
     from segfactory.factory.config import ModelConfig
@@ -233,7 +233,6 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
 
 def _save_state(out: Path, strategy, stopper: EarlyStopper, next_index: int, pending: dict[int, dict]) -> None:
     import torch
-
     from segfactory.factory.io import atomic_write
 
     state = {"format": STATE_FORMAT, "strategy": strategy.state_dict(), "stopper": stopper.state_dict(),
@@ -271,7 +270,7 @@ class Search:
     """One search run; :meth:`run` executes it (see the module docstring)."""
 
     def __init__(self, ctx: RunContext, on_event: Event | None = None,
-                 executor_factory: Callable[["Search"], Executor] | None = None) -> None:
+                 executor_factory: Callable[[Search], Executor] | None = None) -> None:
         o = ctx.options
         self.ctx = ctx
         self.on_event = on_event

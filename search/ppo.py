@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-
 from segfactory.factory.errors import InputError
 from segfactory.search.controller import Controller
 

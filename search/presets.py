@@ -59,7 +59,7 @@ class ProxySettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ProxySettings":
+    def from_dict(cls, d: dict[str, Any]) -> ProxySettings:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -70,7 +70,7 @@ class ProxySettings:
                 d[key] = tuple(d[key])
         return cls(**d)
 
-    def with_(self, **changes: Any) -> "ProxySettings":
+    def with_(self, **changes: Any) -> ProxySettings:
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:

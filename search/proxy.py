@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype
 from segfactory.search.presets import ProxySettings
+from torch import Tensor
 
 ShouldContinue = Callable[[int, float], bool]
 
@@ -55,7 +55,7 @@ def heldout_split(names: list[str], fraction: float, blocks: int,
     blocks = max(1, min(blocks, n_val))
     held: list[int] = []
     for b in range(blocks):
-        lo, hi = b * n // blocks, (b + 1) * n // blocks
+        hi = (b + 1) * n // blocks
         take = n_val // blocks + (1 if b < n_val % blocks else 0)
         held += order[hi - take : hi]
     held_set = set(held)
@@ -97,7 +97,7 @@ class ProxyData:
 
     @classmethod
     def prepare(cls, dataset, config: ModelConfig, settings: ProxySettings, seed: int,
-                device: str = "cpu", heldout=None) -> "ProxyData":
+                device: str = "cpu", heldout=None) -> ProxyData:
         """``heldout``: score on this dataset (e.g. the val split) and train on all of ``dataset`` instead."""
         from segfactory.factory.model import build_model
         from segfactory.factory.transforms import TrainTransform, normalize, resize_image, resize_mask

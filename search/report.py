@@ -81,17 +81,17 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
     rw = run.get("reward", {})
     lines = [
         "# Search summary", "",
-        f"- data `{o.get('data')}`, strategy `{o.get('strategy')}`, preset `{run.get('preset')}`, seed {o.get('seed')}, "
-        f"device {run.get('device')}",
-        f"- deployed model: agg {run['deploy_config']['agg_size']}, sep_repeats {run['deploy_config']['sep_repeats']}"
-        f" at {run['input_size'][0]}x{run['input_size'][1]}; proxies: agg {run['proxy_config']['agg_size']}, "
-        f"sep_repeats {run['proxy_config']['sep_repeats']}",
-        f"- target `{run.get('target', {}).get('target')}`; arch0 there: {_fmt(ref.get('latency_ms'), '.2f')} ms "
-        f"({ref.get('latency_source', '-')}), {_fmt(ref.get('params'), ',')} params",
-        f"- reward = score x (latency / {_fmt(rw.get('latency_target_ms'), '.2f')} ms)^{rw.get('latency_weight')} x "
-        f"(params / {_fmt(rw.get('params_target'), ',.0f')})^{rw.get('params_weight')}",
-        f"- candidates: {len(trials)} ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
-        f"mean {_fmt(sum(wall) / len(wall) if wall else None, '.1f')} s per trained candidate",
+        (f"- data `{o.get('data')}`, strategy `{o.get('strategy')}`, preset `{run.get('preset')}`, seed {o.get('seed')}, "
+         f"device {run.get('device')}"),
+        (f"- deployed model: agg {run['deploy_config']['agg_size']}, sep_repeats {run['deploy_config']['sep_repeats']}"
+         f" at {run['input_size'][0]}x{run['input_size'][1]}; proxies: agg {run['proxy_config']['agg_size']}, "
+         f"sep_repeats {run['proxy_config']['sep_repeats']}"),
+        (f"- target `{run.get('target', {}).get('target')}`; arch0 there: {_fmt(ref.get('latency_ms'), '.2f')} ms "
+         f"({ref.get('latency_source', '-')}), {_fmt(ref.get('params'), ',')} params"),
+        (f"- reward = score x (latency / {_fmt(rw.get('latency_target_ms'), '.2f')} ms)^{rw.get('latency_weight')} x "
+         f"(params / {_fmt(rw.get('params_target'), ',.0f')})^{rw.get('params_weight')}"),
+        (f"- candidates: {len(trials)} ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
+         f"mean {_fmt(sum(wall) / len(wall) if wall else None, '.1f')} s per trained candidate"),
         "",
         f"## Top {min(top, len(ranked))} by reward", "",
         *_table(ranked[:top]),

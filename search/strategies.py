@@ -35,7 +35,7 @@ class Proposal:
         return {"genotype": self.genotype.to_dict(), "info": self.info}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Proposal":
+    def from_dict(cls, d: dict[str, Any]) -> Proposal:
         return cls(Genotype.from_dict(d["genotype"]), dict(d.get("info", {})))
 
 
@@ -159,7 +159,6 @@ class PPOStrategy:
 
     def __init__(self, seed: int = 0, feedback: bool = False, settings=None) -> None:
         import torch
-
         from segfactory.search.controller import Controller
         from segfactory.search.ppo import PGSettings, PolicyGradient
 

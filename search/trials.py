@@ -33,7 +33,7 @@ def load_trials(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         try:
             obj = json.loads(raw.decode("utf-8"))
             if not isinstance(obj, dict) or not isinstance(obj.get("index"), int):
-                raise ValueError("not a trial object")
+                raise ValueError("not a trial object")  # noqa: TRY004 - caught below
         except (ValueError, UnicodeDecodeError):
             if i == len(lines) - 1:
                 break  # a damaged last line (e.g. zeros after a power cut): drop it as torn

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from segfactory.factory.genotype import Genotype, action_space
 from segfactory.search.controller import Controller, decision_heads
 

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from segfactory.factory.errors import InputError
 from segfactory.search.controller import Controller
 from segfactory.search.ppo import PGSettings, PolicyGradient

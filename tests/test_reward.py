@@ -1,7 +1,6 @@
 import math
 
 import pytest
-
 from segfactory.factory.errors import InputError
 from segfactory.search.reward import RewardSpec, compute_reward
 

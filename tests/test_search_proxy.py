@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.zoo import ZOO
 from segfactory.search.presets import PRESETS
@@ -70,8 +69,7 @@ def test_early_stopping_ends_the_candidate(data):
 
 def test_non_finite_loss_fails_the_candidate(data, monkeypatch):
     import torch
-
-    import segfactory.factory.training as training
+    from segfactory.factory import training
 
     monkeypatch.setattr(training, "seg_loss", lambda logits, target, ignore: logits.sum() * torch.nan)
     r = train_candidate(ZOO["arch0"], data, seed=0)
@@ -79,12 +77,12 @@ def test_non_finite_loss_fails_the_candidate(data, monkeypatch):
 
 
 def test_an_error_inside_the_candidate_is_recorded(data, monkeypatch):
-    import segfactory.factory.model as model
+    from segfactory.factory import model
 
     def broken(*a, **k):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    import segfactory.factory.decoder as decoder
+    from segfactory.factory import decoder
 
     monkeypatch.setattr(model.SegModel, "forward", broken)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from segfactory.search.executors import LocalExecutor
 from segfactory.search.loop import Search, SearchOptions, make_context
 from segfactory.search.proxy import ProxyResult

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import Genotype
 from segfactory.factory.zoo import resolve_arch
@@ -25,8 +24,8 @@ COMMON = ["--budget", "3", "--seed", "0", "--preset", "test", "--encoder-weights
 
 
 def _camvid_mini_or_skip():
-    from segfactory.factory.errors import InputError
     from segfactory.factory.datasets import camvid_mini_path
+    from segfactory.factory.errors import InputError
 
     try:
         camvid_mini_path()
@@ -87,7 +86,6 @@ def test_killed_search_resumes_to_a_complete_run(killed_and_resumed):
 
 def test_best_json_is_the_best_ok_trial_and_loads_as_an_architecture(killed_and_resumed):
     import torch
-
     from segfactory.factory.model import build_model
 
     d = killed_and_resumed

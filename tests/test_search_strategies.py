@@ -1,10 +1,9 @@
 import random
 
 import pytest
-
+from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import Genotype, action_space
 from segfactory.factory.model import build_model
-from segfactory.factory.config import ModelConfig
 from segfactory.search.early_stop import EarlyStopper
 from segfactory.search.strategies import Evolution, Proposal, RandomSearch, make_strategy, mutate
 from segfactory.search.trials import TrialStore, best_trial, load_trials
@@ -27,7 +26,7 @@ def test_strategies_propose_valid_genotypes_and_are_deterministic(name):
             out.append(p.genotype.key())
         return out, s
 
-    a, s = run()
+    a, _ = run()
     b, _ = run()
     assert a == b
     if name != "ppo":
