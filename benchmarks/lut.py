@@ -35,6 +35,7 @@ class Lut:
     def __init__(self, data: dict[str, Any], path: str | Path | None = None) -> None:
         self.data = data
         self.path = Path(path) if path else None
+        self._ref: tuple[int, float] | None = None
 
     # ---- creation, I/O -----------------------------------------------------------------------------------------
     @classmethod
@@ -160,7 +161,26 @@ class Lut:
                 raise RunError(f"lookup table {self.path or ''} lacks {len(missing)} unit(s) of genotype "
                                f"{genotype.key()} (e.g. {missing[0]}); run segfactory profile or fill it")
             self.fill(missing, config)
-        return sum(self.entries[u]["ms"] for u in units)
+        return sum(self.unit_ms(u) for u in units)
+
+    def reference_ms(self) -> float | None:
+        """Median over bags of the reference unit's time (the scale every bag is normalised to)."""
+        from segfactory.benchmarks.stats import median
+
+        refs = [e["ref_ms"] for e in self.entries.values() if e.get("ref_ms")]
+        if not refs:
+            return None
+        if self._ref is None or self._ref[0] != len(refs):
+            self._ref = (len(refs), median(refs))
+        return self._ref[1]
+
+    def unit_ms(self, sig: str) -> float:
+        """A unit's time, rescaled by its bag's reference unit to the table's median reference."""
+        e = self.entries[sig]
+        ref = self.reference_ms()
+        if ref and e.get("ref_ms"):
+            return e["ms"] * ref / e["ref_ms"]
+        return e["ms"]
 
     def nodes(self, genotype: Genotype, config: ModelConfig) -> int:
         """Nodes (after ONNX Runtime's fusions) of the genotype's units, as profiled."""

@@ -248,13 +248,24 @@ def measure_bag(sigs: Sequence[str], config: ModelConfig, *, threads: int, runs:
     return out
 
 
+# Every bag also times this unit, so that bags measured while the host was faster or slower (a shared or
+# state-flipping CPU, measuring-here.md) can be put on one scale: entries keep it as ``ref_ms``.
+REFERENCE_UNIT = "op|sep_conv_3x3|32>32|s1|45x60"
+
+
 def measure_units(sigs: Sequence[str], config: ModelConfig, *, threads: int, provider: str = "cpu",
                   runs: int = 25, on_bag: Callable[[dict[str, dict[str, Any]], int], None] | None = None,
                   max_bag_us: float = 40_000) -> dict[str, dict[str, Any]]:
     """Measure ``sigs`` bag by bag; ``on_bag(entries, n_units)`` is called after each bag (to save, to report)."""
     done: dict[str, dict[str, Any]] = {}
     for bag in pack_bags(sigs, config, max_us=max_bag_us):
-        entries = measure_bag(bag, config, threads=threads, runs=runs, provider=provider)
+        extra = [] if REFERENCE_UNIT in bag else [REFERENCE_UNIT]
+        entries = measure_bag(bag + extra, config, threads=threads, runs=runs, provider=provider)
+        ref = entries[REFERENCE_UNIT]["ms"]
+        for sig in extra:
+            entries.pop(sig)
+        for e in entries.values():
+            e["ref_ms"] = ref
         done.update(entries)
         if on_bag:
             on_bag(entries, len(bag))

@@ -112,3 +112,16 @@ def test_mismatched_and_corrupt_tables(tmp_path):
         Lut.load(bad)
     with pytest.raises(InputError, match="malformed"):
         build_unit("op|nonsense", CFG)
+
+
+def test_bags_are_normalised_by_their_reference_unit(tmp_path):
+    from segfactory.benchmarks.lut_measure import REFERENCE_UNIT, measure_units
+
+    entries = measure_units(["adapt|24>32|16x16", "resize|32|8x8>16x16"], CFG, threads=1, runs=3)
+    assert all(e["ref_ms"] > 0 for e in entries.values()) and REFERENCE_UNIT not in entries
+    lut = Lut.new(CFG, SIZE, threads=1)
+    # the same unit measured in a bag where the host ran 3x slower counts as in the median bag
+    lut.entries.update({"a": {"ms": 3.0, "ref_ms": 3.0}, "b": {"ms": 1.0, "ref_ms": 1.0},
+                        "c": {"ms": 2.0, "ref_ms": 2.0}})
+    assert lut.reference_ms() == 2.0
+    assert lut.unit_ms("a") == pytest.approx(2.0) and lut.unit_ms("b") == pytest.approx(2.0)
