@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from segfactory.factory.errors import InputError, RunError
 
 FORMATS = ("onnx", "trt")
@@ -167,7 +167,7 @@ def export_model(
             say(f"quantising to INT8 Q/DQ, calibrated on {len(calib)} {calib_from} images")
             final = quantize_onnx(fp32, tmp_dir / "int8.onnx", calib)
             parity = check_parity(model, final, images, precision="int8", min_agreement=None)
-            result["calibration"] = {"images": int(len(calib)), "from": calib_from}
+            result["calibration"] = {"images": len(calib), "from": calib_from}
         result["parity"] = parity
 
         evaluation = None
@@ -177,9 +177,10 @@ def export_model(
 
         onnx_out, trtexec_file = (out, None) if fmt == "onnx" else _engine_paths(out)
         io = graph_io(final)
-        card_args = dict(model=model, input_size=input_size, io=io, input_dtype=input_dtype, output=output,
-                         precision=precision, dynamic_batch=dynamic_batch, evaluation=evaluation,
-                         training_data=trained_on, source=source, command=command)
+        card_args = {"model": model, "input_size": input_size, "io": io, "input_dtype": input_dtype,
+                     "output": output, "precision": precision, "dynamic_batch": dynamic_batch,
+                     "evaluation": evaluation, "training_data": trained_on, "source": source, "command": command,
+                     "class_names": _class_names(model, data)}
         _place(final, onnx_out)
         write_card(onnx_out, make_card(onnx_out, artefact_format="onnx", opset=opset, parity=parity, **card_args))
         result["onnx"] = str(onnx_out)
@@ -187,6 +188,20 @@ def export_model(
         if fmt == "trt":
             result.update(_build_engine(onnx_out, out, trtexec_file, images, card_args, say))
     return result
+
+
+def _class_names(model, data: str | None) -> tuple[str, ...] | None:
+    """The dataset's class names when the model's config has none and the class counts agree."""
+    if model.config.class_names or data is None:
+        return None
+    from segfactory.factory.datasets import open_dataset
+
+    try:
+        dataset = open_dataset(data, "val")
+    except InputError:
+        return None
+    names = tuple(dataset.class_names)
+    return names if len(names) == model.config.num_classes else None
 
 
 def _evaluate(final: Path, fp32: Path | None, data: str, model, say) -> dict[str, Any]:
@@ -212,7 +227,12 @@ def _build_engine(onnx_path: Path, out: Path, trtexec_file: Path, images: np.nda
                   card_args: dict[str, Any], say) -> dict[str, Any]:
     from segfactory.export.card import card_path, make_card, write_card
     from segfactory.export.tensorrt import (
-        EngineConfig, check_engine_parity, engine_from_onnx, tensorrt_available, tensorrt_version, trtexec_command,
+        EngineConfig,
+        check_engine_parity,
+        engine_from_onnx,
+        tensorrt_available,
+        tensorrt_version,
+        trtexec_command,
     )
     from segfactory.factory.io import atomic_write_text
 

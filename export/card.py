@@ -94,17 +94,21 @@ def make_card(
     training_data: str | None = None,
     source: dict[str, Any] | None = None,
     command: str | None = None,
+    class_names: tuple[str, ...] | list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The card of ``artefact`` (which must exist: its sha256 is taken)."""
-    from segfactory.factory.cost import model_cost
+    """The card of ``artefact`` (which must exist: its sha256 is taken).
 
+    ``class_names`` name the classes where the model's config does not (e.g. the dataset's, for an untrained
+    architecture); without either they are ``class_<i>``.
+    """
     from segfactory.factory._version import __version__
+    from segfactory.factory.cost import model_cost
 
     artefact = Path(artefact)
     config, genotype = model.config, model.genotype
     cost = model_cost(genotype, config, input_size)
-    names = list(config.class_names) or [f"class_{i}" for i in range(config.num_classes)]
+    names = list(config.class_names) or list(class_names or ()) or [f"class_{i}" for i in range(config.num_classes)]
     if input_dtype == "uint8":
         normalisation = {"in_graph": True, "input": "uint8 RGB 0..255, NCHW", "mean": list(config.mean),
                          "std": list(config.std), "formula": "(x / 255 - mean) / std, inside the graph"}

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import click
-
 from segfactory.factory.commands.options import (
-    input_size_option, json_option, model_config_options, quiet_option, version,
+    input_size_option,
+    json_option,
+    model_config_options,
+    quiet_option,
+    version,
 )
 
 SPEC_HELP = "Real images for parity, calibration and mIoU: camvid:PATH, cityscapes:PATH, folder:PATH or camvid-mini " \
@@ -120,7 +123,7 @@ def _render(result: dict) -> None:
     def row(name: str, p: dict | None) -> None:
         if not p:
             return
-        fmt = lambda v: "-" if v is None else f"{v:.2e}"  # noqa: E731
+        fmt = lambda v: "-" if v is None else f"{v:.2e}"
         table.add_row(name, f"{p['agreement']:.4%}", fmt(p.get("max_abs_diff")), fmt(p.get("max_rel_diff")))
 
     row("ONNX FP32 vs PyTorch", result.get("parity_fp32"))

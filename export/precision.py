@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from segfactory.factory.errors import InputError, RunError
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
-def _load(path: str | Path, what: str = "ONNX model") -> "onnx.ModelProto":
+def _load(path: str | Path, what: str = "ONNX model") -> onnx.ModelProto:
     import onnx
 
     path = Path(path)
@@ -36,9 +35,8 @@ def _load(path: str | Path, what: str = "ONNX model") -> "onnx.ModelProto":
         raise InputError(f"{what} {path} cannot be read as ONNX: {_first_line(e)}") from None
 
 
-def _check_and_save(proto: "onnx.ModelProto", out_path: str | Path, what: str) -> Path:
+def _check_and_save(proto: onnx.ModelProto, out_path: str | Path, what: str) -> Path:
     import onnx
-
     from segfactory.export.onnx import save_onnx
 
     try:
@@ -51,7 +49,6 @@ def _check_and_save(proto: "onnx.ModelProto", out_path: str | Path, what: str) -
 def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     """Write an FP16 copy of ``onnx_path`` to ``out_path`` (atomically); inputs and outputs keep their types."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
     from segfactory.export.onnx import get_metadata, set_metadata
 
     proto = _load(onnx_path)
@@ -98,7 +95,6 @@ def quantize_onnx(
     graph expects). Activations and weights are symmetric signed INT8 (zero point 0), weights per channel.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     from segfactory.export.onnx import get_metadata, set_metadata
     from segfactory.export.predictor import OnnxPredictor
     from segfactory.factory.transforms import resize_image
@@ -140,12 +136,12 @@ def quantize_onnx(
             raise RunError(f"INT8 quantisation of {onnx_path} failed: {_first_line(e)}") from None
         result = _load(quantized, "quantised model")
     check_qdq(result)
-    set_metadata(result, {**meta, "precision": "int8", "calibration": {"images": int(len(images)),
+    set_metadata(result, {**meta, "precision": "int8", "calibration": {"images": len(images),
                                                                        "method": method}})
     return _check_and_save(result, out_path, "INT8 Q/DQ")
 
 
-def check_qdq(proto: "onnx.ModelProto") -> dict[str, int]:
+def check_qdq(proto: onnx.ModelProto) -> dict[str, int]:
     """Check TensorRT's explicit-quantisation form: INT8 zero points, all 0. Returns op counts."""
     from onnx import TensorProto, numpy_helper
 
@@ -170,7 +166,7 @@ def check_qdq(proto: "onnx.ModelProto") -> dict[str, int]:
     return counts
 
 
-def toposort(graph: "onnx.GraphProto") -> None:
+def toposort(graph: onnx.GraphProto) -> None:
     """Reorder ``graph.node`` so that every node comes after the producers of its inputs (stable)."""
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
     pending = list(graph.node)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from segfactory.factory.errors import InputError, RunError
 
 MIN_VERSION = (10, 3)
@@ -219,4 +218,4 @@ def check_engine_parity(onnx_path: str | Path, engine_path: str | Path, images: 
     logits = ort.output_kind == "logits"
     return {"max_abs_diff": max_abs if logits else None, "within_tolerance": close / n_logits if logits else None,
             "agreement_all": agree / total,
-            "images": int(len(images)), "rtol": rtol, "atol": atol}
+            "images": len(images), "rtol": rtol, "atol": atol}

@@ -84,7 +84,7 @@ def test_checkpoint_to_int8_with_card_json_and_eval(setup, capsys):
 def test_arch_labels_uint8_dynamic_fp16(setup, capsys):
     root, data, _ = setup
     out = root / "fp16" / "m.onnx"
-    code, stdout, err = run_cli(["export", "--arch", "arch1", "--agg-size", "8", "--sep-repeats", "1",
+    code, _stdout, err = run_cli(["export", "--arch", "arch1", "--agg-size", "8", "--sep-repeats", "1",
                                  "--encoder-weights", "none", "--input-size", "48x64", "--precision", "fp16",
                                  "--output", "labels", "--input", "uint8", "--dynamic-batch", "--data", data,
                                  "--out", out, "--json", "-q"], capsys)
@@ -93,12 +93,15 @@ def test_arch_labels_uint8_dynamic_fp16(setup, capsys):
     assert card["input"]["dtype"] == "uint8" and card["input"]["normalisation"]["in_graph"]
     assert card["output"] == {**card["output"], "name": "labels", "dtype": "uint8", "shape": ["batch", 48, 64]}
     assert card["licences"]["training_data"].startswith("none")
+    from segfactory.factory.datasets import CAMVID_CLASSES
+
+    assert [c["name"] for c in card["classes"]] == list(CAMVID_CLASSES)  # named by the data it was checked on
 
 
 @pytest.mark.parametrize("case", ["corrupt-checkpoint", "missing-checkpoint", "unknown-arch", "tiny-size",
                                   "zero-size", "bad-size", "config-with-checkpoint", "bad-data"])
 def test_bad_input_is_one_line_exit_2_and_file_untouched(case, setup, capsys, tmp_path):
-    root, data, ckpt = setup
+    _root, _data, ckpt = setup
     out = tmp_path / "keep.onnx"
     out.write_bytes(b"previous export")
     bad = tmp_path / "bad.pt"
@@ -114,7 +117,7 @@ def test_bad_input_is_one_line_exit_2_and_file_untouched(case, setup, capsys, tm
         "config-with-checkpoint": ["--checkpoint", ckpt, "--num-classes", "5", "--input-size", "48x64"],
         "bad-data": ["--arch", "arch0", "--encoder-weights", "none", "--input-size", "48x64", "--data", "nope"],
     }[case]
-    code, stdout, err = run_cli(["export", *args, *common], capsys)
+    code, _stdout, err = run_cli(["export", *args, *common], capsys)
     assert code == 2, err
     one_line_error(err)
     assert out.read_bytes() == b"previous export"
@@ -122,7 +125,7 @@ def test_bad_input_is_one_line_exit_2_and_file_untouched(case, setup, capsys, tm
 
 
 def test_failed_fp32_parity_is_exit_1_and_file_untouched(setup, capsys, tmp_path, monkeypatch):
-    import segfactory.export.parity as parity
+    from segfactory.export import parity
 
     real = parity.check_parity
 
@@ -131,7 +134,7 @@ def test_failed_fp32_parity_is_exit_1_and_file_untouched(setup, capsys, tmp_path
         return {**result, "agreement": 0.98, "passed": False}
 
     monkeypatch.setattr(parity, "check_parity", broken)
-    root, data, ckpt = setup
+    _root, data, ckpt = setup
     out = tmp_path / "keep.onnx"
     out.write_bytes(b"previous export")
     code, _, err = run_cli(["export", "--checkpoint", ckpt, "--input-size", "48x64", "--data", data, "--out", out,
@@ -144,7 +147,7 @@ def test_failed_fp32_parity_is_exit_1_and_file_untouched(setup, capsys, tmp_path
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT and CUDA are present: the engine is built")
 def test_trt_without_tensorrt_writes_onnx_and_trtexec_command(setup, capsys, tmp_path):
-    root, data, ckpt = setup
+    _root, data, ckpt = setup
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"previous engine")
     code, _, err = run_cli(["export", "--checkpoint", ckpt, "--format", "trt", "--input-size", "48x64",

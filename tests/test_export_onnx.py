@@ -81,6 +81,19 @@ def test_labels_output_and_uint8_input_give_the_float_models_labels(model, fp32_
         assert parity["passed"] and parity["agreement"] >= 0.999
 
 
+@pytest.mark.parametrize("size", [(72, 96), (40, 56)])
+def test_simplified_graph_with_tf_same_padding_matches(size, tmp_path):
+    """TF-'SAME' padding computes its pads from the input shape; onnxslim's shape inference once mis-folded them."""
+    import torch
+
+    torch.manual_seed(0)
+    config = SMALL.with_(encoder_padding="tf_same", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    model = sharpen(build_model(ZOO["arch0"], config))
+    path = export_onnx(model, tmp_path / "tf.onnx", input_size=size, dynamic_batch=True)  # simplified
+    parity = check_parity(model, path, images(2, size=size), rtol=1e-3, atol=1e-5, require_close=True)
+    assert parity["within_tolerance"] == 1.0 and parity["passed"], parity
+
+
 def test_predictor_returns_labels_at_the_images_size(fp32_dynamic):
     predictor = OnnxPredictor(fp32_dynamic)
     labels = predictor(images(2, size=(90, 120)))

@@ -59,7 +59,6 @@ def test_the_scan_finds_removed_apis(tmp_path):
 
 def test_trtexec_command_matches_the_python_build(tmp_path):
     import torch
-
     from segfactory.export.onnx import export_onnx
     from segfactory.factory.model import build_model
     from segfactory.factory.zoo import ZOO
@@ -87,7 +86,6 @@ def test_engine_config_rejects_bad_profiles():
 @pytest.fixture(scope="module")
 def onnx_models(tmp_path_factory):
     import torch
-
     from segfactory.export.onnx import export_onnx
     from segfactory.export.precision import convert_fp16, quantize_onnx
     from segfactory.factory.model import build_model
@@ -122,7 +120,6 @@ def test_engine_builds_and_matches_onnx_runtime(precision, min_agreement, onnx_m
 def test_parser_errors_are_reported_at_once(tmp_path):
     import onnx
     from onnx import TensorProto, helper
-
     from segfactory.export.tensorrt import engine_from_onnx
     from segfactory.factory.errors import RunError
 
