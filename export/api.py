@@ -36,12 +36,15 @@ def load_model(checkpoint: str | Path | None, arch: str | None, config=None):
         data = train.get("data") if isinstance(train, dict) else None
         source = {"checkpoint": str(path), "metrics": meta.get("metrics")}
         return model, data, source
+    import torch
     from segfactory.factory.config import ModelConfig
     from segfactory.factory.model import build_model
     from segfactory.factory.zoo import resolve_arch
 
     genotype = resolve_arch(arch)
-    model = build_model(genotype, config or ModelConfig.create()).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # an untrained decoder: the same --arch gives the same file
+        model = build_model(genotype, config or ModelConfig.create()).eval()
     return model, None, {"arch": str(arch), "trained": False}
 
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,6 +118,9 @@ def quantize_onnx(
     meta = get_metadata(proto)
     with tempfile.TemporaryDirectory(prefix="segfactory-int8-") as tmp:
         quantized = Path(tmp) / "int8.onnx"
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantiser logs advice ("consider pre-processing") on the root logger
         try:
             quantize_static(
                 str(onnx_path), str(quantized), reader, quant_format=QuantFormat.QDQ,
@@ -134,6 +138,8 @@ def quantize_onnx(
             raise
         except Exception as e:  # noqa: BLE001
             raise RunError(f"INT8 quantisation of {onnx_path} failed: {_first_line(e)}") from None
+        finally:
+            root.setLevel(level)
         result = _load(quantized, "quantised model")
     check_qdq(result)
     set_metadata(result, {**meta, "precision": "int8", "calibration": {"images": len(images),
