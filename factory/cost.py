@@ -7,6 +7,8 @@ elementwise ops are not multiply-accumulates and are left out, as is customary.
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -69,7 +71,16 @@ def _conv_macs(m: nn.Conv2d, out: torch.Tensor) -> int:
 
 
 def model_cost(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int = 1) -> ModelCost:
-    """Cost of ``build_model(genotype, config)`` on a ``batch x 3 x H x W`` input."""
+    """Cost of ``build_model(genotype, config)`` on a ``batch x 3 x H x W`` input.
+
+    Meta-device kernels run through Python decompositions (about a second per model), and a search asks for
+    the same candidate's cost more than once, so results are memoised (copies are returned).
+    """
+    return copy.deepcopy(_model_cost(genotype, config, tuple(input_size), batch))
+
+
+@functools.lru_cache(maxsize=256)
+def _model_cost(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int) -> ModelCost:
     from segfactory.factory.model import SegModel
 
     with torch.device("meta"):
