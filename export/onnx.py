@@ -185,10 +185,12 @@ def _finish(proto: onnx.ModelProto, output: str, out_dims: list[int], simplify: 
         dim0 = value.type.tensor_type.shape.dim[0]
         if not dim0.HasField("dim_value"):
             dim0.dim_param = "batch"
-    # The TorchScript exporter leaves the Resize output's dims symbolic; they are fixed by the input size.
+    # The TorchScript exporter leaves the Resize output's dims symbolic; they are fixed by the input size, and
+    # the batch is the input's (a number, or the symbol "batch").
     dims = graph.output[0].type.tensor_type.shape.dim
     if len(dims) != 1 + len(out_dims):
         raise RunError(f"exported output {output!r} has rank {len(dims)}, expected {1 + len(out_dims)}")
+    dims[0].CopyFrom(graph.input[0].type.tensor_type.shape.dim[0])
     for d, n in zip(list(dims)[1:], out_dims):
         d.Clear()
         d.dim_value = n

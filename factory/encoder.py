@@ -20,7 +20,7 @@ TAPS = (3, 6)  # E0 after features[3], E1 after features[6]
 def tf_same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     """(before, after) padding of TensorFlow 'SAME' along one axis of length ``size``."""
     effective = (kernel - 1) * dilation + 1
-    out = -(-size // stride)  # ceil
+    out = (size + stride - 1) // stride  # ceil; no floor division of negatives: exported to ONNX, Div truncates
     total = max((out - 1) * stride + effective - size, 0)
     return total // 2, total - total // 2
 
