@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segfactory.benchmarks.stats import kendall_tau
+
 FORMAT = "segfactory.bench-proxy-fidelity/1"
 
 
@@ -38,26 +40,6 @@ def cli(*args: str, capture: bool = True) -> str:
     if r.returncode != 0:
         raise SystemExit(f"segfactory {' '.join(args[:2])} failed: {(r.stderr or '').strip()[-600:]}")
     return r.stdout
-
-
-def kendall_tau(x: list[float], y: list[float]) -> float:
-    """Kendall's tau-b (ties in either ranking handled)."""
-    n, concordant, discordant, tx, ty = len(x), 0, 0, 0, 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            a, b = x[i] - x[j], y[i] - y[j]
-            if a == 0 and b == 0:
-                continue
-            if a == 0:
-                tx += 1
-            elif b == 0:
-                ty += 1
-            elif (a > 0) == (b > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denom = ((concordant + discordant + tx) * (concordant + discordant + ty)) ** 0.5
-    return (concordant - discordant) / denom if denom else float("nan")
 
 
 def spearman(x: list[float], y: list[float]) -> float:

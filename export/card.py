@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from segfactory.factory.io import atomic_write_json
+from segfactory.factory.io import atomic_write_json, sha256_file
 
 FORMAT = "segfactory.model-card/1"
 
@@ -30,14 +29,6 @@ DATA_LICENCES = {
 def card_path(artefact: str | Path) -> Path:
     artefact = Path(artefact)
     return artefact.with_name(artefact.name + ".json")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_licence(tag: str) -> str:

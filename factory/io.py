@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from segfactory.factory.errors import InputError
 
@@ -75,3 +77,12 @@ def parse_size(text: str, what: str = "size") -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise InputError(f"{what} {text!r} must be positive")
     return h, w
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -12,7 +12,6 @@ encoder weights file (format in :mod:`segfactory.factory.encoder_weights`).
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from segfactory.factory.errors import InputError
+from segfactory.factory.io import sha256_file
 
 # The input convention of the TF-slim weights: x / 127.5 - 1, i.e. mean = std = 0.5 on [0, 1] pixels.
 TF_MEAN = (0.5, 0.5, 0.5)
@@ -46,14 +46,6 @@ class WeightedOp:
     weight: np.ndarray
     bias: np.ndarray
     stride: tuple[int, int]
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_weighted_ops(path: str | Path) -> list[WeightedOp]:
