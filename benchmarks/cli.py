@@ -91,19 +91,27 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--minutes", type=click.FloatRange(0), default=None, help="Stop measuring after this long (resume later).")
 @click.option("--runs", type=click.IntRange(3, 1000), default=15, show_default=True,
-              help="Profiled runs per bag of units.")
+              help="Profiled runs per bag of units (with --device-url: at least 50 iterations per unit).")
+@click.option("--device-url", default=None,
+              help="Profile a jetson-* target on its device agent (segfactory agent serve): each unit is exported "
+                   "here and measured there.")
+@click.option("--device-token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the device agent's token.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
+              help="Engine precision on the device agent (with --device-url).")
 @json_option
 @quiet_option
 @version
 def profile(target, input_size, threads, out, num_classes, agg_size, sep_repeats, encoder_weights, fit_models, seed,
-            minutes, runs, as_json, quiet) -> None:
+            minutes, runs, device_url, device_token_file, precision, as_json, quiet) -> None:
     """Measure a latency lookup table (lut.json) of every unit the search space can produce at --input-size."""
     from segfactory.benchmarks.lut_profile import run_profile
 
     config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
     summary = run_profile(target, config, input_size, out, threads=threads, fit_models=fit_models, seed=seed,
                           minutes=minutes, runs=runs, progress=not quiet and not as_json,
-                          log=(lambda m: None) if quiet else None)
+                          log=(lambda m: None) if quiet else None, device_url=device_url,
+                          device_token_file=device_token_file, precision=precision)
     if as_json:
         click.echo(json.dumps(summary))
     else:

@@ -135,6 +135,10 @@ class Lut:
         todo = self.missing(sigs)
         if not todo:
             return 0
+        if self.data.get("measured_by") == "agent":  # lut_remote: its units are measured on the device
+            raise RunError(f"lookup table {self.path or ''} was measured on {self.data.get('device')} through a "
+                           f"device agent and lacks {len(todo)} unit(s) (e.g. {todo[0]}); fill it with "
+                           "segfactory profile --device-url")
         provider = "cpu" if self.data["backend"] == "ort" else self.data["backend"].split("-", 1)[1]
         last_save = [time.monotonic()]
 

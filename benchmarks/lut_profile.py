@@ -37,19 +37,31 @@ def open_lut(out: Path, config: ModelConfig, input_size: tuple[int, int], thread
 
 def run_profile(target: str, config: ModelConfig, input_size: tuple[int, int], out: str | Path, *,
                 threads: int = 1, fit_models: int = 8, seed: int = 0, minutes: float | None = None,
-                runs: int = 15, progress: bool = True, log=None) -> dict[str, Any]:
-    """Measure every unit the search space can produce (most frequent first), then fit the overhead."""
+                runs: int = 15, progress: bool = True, log=None, device_url: str | None = None,
+                device_token_file: str | Path | None = None, precision: str = "fp16") -> dict[str, Any]:
+    """Measure every unit the search space can produce (most frequent first), then fit the overhead.
+
+    With ``device_url`` (jetson-* targets) the units are measured on that device agent (lut_remote)."""
     from segfactory.benchmarks.targets import ALIASES, TARGET_HELP
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     name = ALIASES.get(target, target)
     if name not in TARGET_HELP:
         raise InputError(f"unknown target {target!r}; valid targets: {', '.join(TARGET_HELP)}")
-    if name != "cpu":
-        raise RunError(f"profiling {name} needs measurements on that device (the device agent); "
-                       "only --target cpu can be profiled from this host")
     if threads < 1:
         raise InputError(f"--threads {threads} must be at least 1")
+    if device_url is not None:
+        if not name.startswith("jetson-"):
+            raise InputError(f"target {name} is profiled on this host; --device-url is for jetson-* targets")
+        from segfactory.benchmarks.lut_remote import run_remote_profile
+
+        return run_remote_profile(name, config, input_size, out, device_url=device_url,
+                                  token_file=device_token_file, precision=precision, threads=threads,
+                                  fit_models=fit_models, seed=seed, minutes=minutes, iterations=max(runs, 50),
+                                  progress=progress, log=log)
+    if name != "cpu":
+        raise RunError(f"profiling {name} needs measurements on that device: run 'segfactory agent serve' there "
+                       "and give --device-url (and --device-token-file); only --target cpu is profiled locally")
     out = Path(out)
     lut = open_lut(out, config, input_size, threads)
     t0 = time.monotonic()

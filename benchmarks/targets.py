@@ -110,6 +110,8 @@ class CpuTarget(LutMixin, Target):
             if threads is not None and threads != self.lut.threads:
                 raise InputError(f"lookup table {lut} was measured with {self.lut.threads} thread(s), "
                                  f"not --threads {threads}")
+            if self.lut.data.get("target", "cpu") != "cpu":
+                raise InputError(f"lookup table {lut} was profiled for target {self.lut.data['target']}, not cpu")
             if self.lut.data["backend"] != "ort":
                 raise InputError(f"lookup table {lut} is for backend {self.lut.data['backend']}, not ort (cpu)")
             self.threads = self.lut.threads
@@ -192,6 +194,9 @@ class JetsonTarget(LutMixin, Target):
             from segfactory.benchmarks.lut import Lut
 
             self.lut = Lut.load(lut)
+            if self.lut.data.get("target", "cpu") != name:  # tables made by profile --device-url name their target
+                raise InputError(f"lookup table {lut} was profiled for target {self.lut.data.get('target', 'cpu')}, "
+                                 f"not {name}")
 
     def _latency(self, genotype, config, input_size, batch):
         if self.device_url is not None:
