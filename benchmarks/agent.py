@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ from segfactory.benchmarks.agent_backends import (
     worker_environment,
 )
 from segfactory.benchmarks.agent_onnx import OnnxInfo, inspect_onnx, sha256_hex
-from segfactory.benchmarks.agent_settings import MeasureSettings
+from segfactory.benchmarks.agent_settings import MeasureSettings, read_token  # noqa: F401 - re-exported for the CLI
 from segfactory.factory.errors import InputError, RunError, SegfactoryError
 from segfactory.factory.io import atomic_write_json
 
@@ -74,22 +73,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def read_token(path: str | os.PathLike) -> str:
-    """The token in ``path`` (surrounding whitespace stripped); warns when others may read the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"token file {path} does not exist")
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except UnicodeDecodeError:
-        raise InputError(f"token file {path} is not a text file") from None
-    if not token or any(c.isspace() for c in token):
-        raise InputError(f"token file {path} must hold one token without spaces")
-    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("token file %s is readable by other users; chmod 600 it", path)
-    return token
 
 
 def check_config(config: AgentConfig) -> None:

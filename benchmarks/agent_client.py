@@ -31,18 +31,9 @@ _RETRYABLE = (OSError, http.client.HTTPException)
 
 def read_token_file(path: str | Path | None) -> str | None:
     """The bearer token in ``path`` (None: send none, for an agent started with --insecure-loopback)."""
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--device-token-file {path} does not exist")
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except UnicodeDecodeError:
-        raise InputError(f"--device-token-file {path} is not a text file") from None
-    if not token or any(c.isspace() for c in token):
-        raise InputError(f"--device-token-file {path} must hold one token without spaces")
-    return token
+    from segfactory.benchmarks.agent_settings import read_token
+
+    return None if path is None else read_token(path, "--device-token-file")
 
 
 def _split(url: str) -> tuple[str, str, int, str]:

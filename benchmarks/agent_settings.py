@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from segfactory.factory.errors import InputError
@@ -118,3 +122,19 @@ def _number(name: str, text: str, kind: type) -> Any:
     if kind is float and math.isnan(value):
         raise InputError(f"{name}={text!r} is not a number")
     return value
+
+
+def read_token(path: str | os.PathLike, what: str = "token file") -> str:
+    """The bearer token in ``path`` (surrounding whitespace stripped); warns when others may read the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not a text file") from None
+    if not token or any(c.isspace() for c in token):
+        raise InputError(f"{what} {path} must hold one token without spaces")
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logging.getLogger("segfactory.agent").warning("%s %s is readable by other users; chmod 600 it", what, path)
+    return token
