@@ -23,8 +23,9 @@ from torch import Tensor, nn
 STATE_FORMAT = "segfactory.train-state/1"
 METRICS_FORMAT = "segfactory.train-metrics/1"
 # Settings a resumed run may change; every other one must match the interrupted run's.
-RUNTIME_FIELDS = ("epochs", "device", "amp", "workers")
-DEFAULT_LR = {"adam": (5e-4, 2e-3), "sgd": (1e-2, 1e-1)}  # (encoder, decoder): method.md §5 stage 2 for Adam
+RUNTIME_FIELDS = ("device", "amp", "workers", "val_every")
+DEFAULT_LR = {"adam": (5e-4, 2e-3), "adamw": (2e-3, 2e-3), "sgd": (1e-2, 1e-1)}  # (encoder, decoder)
+SCHEDULES = ("poly", "constant")
 
 
 # -- loss and averaging ----------------------------------------------------------------------------------------
@@ -163,7 +164,8 @@ class TrainConfig:
     epochs: int = 30
     crop: tuple[int, int] = (256, 256)
     batch_size: int = 8
-    optimizer: str = "adam"  # adam | sgd (momentum, poly schedule)
+    optimizer: str = "adam"  # adam (coupled L2) | adamw (decoupled weight decay) | sgd (momentum)
+    schedule: str = "poly"  # poly: lr * (1 - step / total) ** poly_power | constant
     encoder_lr: float | None = None  # None: DEFAULT_LR of the optimiser
     decoder_lr: float | None = None
     weight_decay: float = 1e-5
@@ -183,12 +185,15 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = False
     workers: int = 2
+    val_every: int = 1  # validate after every N-th epoch (and always after the last); 0: the last only
 
     def __post_init__(self) -> None:
         self.crop = tuple(self.crop)
         self.scale = tuple(self.scale)
         if self.optimizer not in DEFAULT_LR:
             raise InputError(f"optimizer {self.optimizer!r} is not one of {', '.join(DEFAULT_LR)}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
         enc, dec = DEFAULT_LR[self.optimizer]
         self.encoder_lr = enc if self.encoder_lr is None else self.encoder_lr
         self.decoder_lr = dec if self.decoder_lr is None else self.decoder_lr
@@ -218,7 +223,7 @@ def _check_resumable(state: dict[str, Any], cfg: TrainConfig, path: Path) -> Non
         if old.get(f.name) != new:
             raise InputError(
                 f"--resume: {path} was trained with {f.name}={old.get(f.name)!r}, this run asks for {new!r}; "
-                "repeat the original settings (only --epochs, --device, --amp and --workers may change)"
+                "repeat the original settings (only --device, --amp, --workers and --val-every may change)"
             )
 
 
@@ -305,6 +310,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
               {"params": list(model.decoder.parameters()), "lr": cfg.decoder_lr}]
     if cfg.optimizer == "adam":
         optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)  # coupled L2, as upstream
+    elif cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     loader = make_train_loader(train_ds, config, cfg.crop, cfg.batch_size, cfg.workers, cfg.seed, cfg.scale)
@@ -312,7 +319,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
     total_steps = max(1, steps * cfg.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: (1.0 - min(it, total_steps - 1) / total_steps) ** cfg.poly_power
-        if cfg.optimizer == "sgd" else 1.0,
+        if cfg.schedule == "poly" else 1.0,
     )
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
     ema = PolyakAverage(model, cfg.polyak) if cfg.polyak is not None else None
@@ -331,8 +338,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
         console.print(f"resuming {out} after epoch {start}")
 
     def metrics_doc() -> dict[str, Any]:
-        last = history[-1]["val"] if history else {}
-        best = max(history, key=lambda h: h["val"]["miou"]) if history else None
+        validated = [h for h in history if h["val"] is not None]
+        last = (history[-1]["val"] or {}) if history else {}
+        best = max(validated, key=lambda h: h["val"]["miou"]) if validated else None
         return {"format": METRICS_FORMAT, "arch": cfg.arch, "genotype_key": genotype.key(),
                 "model_config": config.to_dict(), "train_config": cfg.to_dict(), "epochs_done": len(history),
                 "final": last, "best_epoch": best["epoch"] if best else None, "history": history}
@@ -371,13 +379,15 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             if ema is not None:
                 ema.copy_to(model)
             t1 = time.perf_counter()
-            val = evaluate(TorchPredictor(model, str(device)), val_ds, progress=progress)
-            val.pop("class_names", None)
             record = {"epoch": epoch + 1, "loss": loss_sum / max(loss_n, 1), "steps": loss_n, "images": seen,
                       "train_s": train_s, "images_per_s": seen / train_s if train_s else 0.0,
-                      "val_s": time.perf_counter() - t1, "lr": [g["lr"] for g in optimizer.param_groups],
-                      "val": {k: val[k] for k in ("miou", "macc", "fwiou", "score", "pixel_acc",
-                                                  "per_class_iou", "num_images")}}
+                      "lr": [g["lr"] for g in optimizer.param_groups], "val": None}
+            last_epoch = epoch + 1 == cfg.epochs
+            if last_epoch or (cfg.val_every and (epoch + 1) % cfg.val_every == 0):
+                val = evaluate(TorchPredictor(model, str(device)), val_ds, progress=progress)
+                record["val"] = {k: val[k] for k in ("miou", "macc", "fwiou", "score", "pixel_acc",
+                                                     "per_class_iou", "num_images")}
+            record["val_s"] = time.perf_counter() - t1
             history.append(record)
             last = {
                 "format": STATE_FORMAT, "epoch": epoch + 1, "train_config": cfg.to_dict(),
@@ -389,9 +399,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             }
             atomic_write(files["last"], lambda p, obj=last: torch.save(obj, p))
             atomic_write_json(files["metrics"], metrics_doc())
-            console.print(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.4f}  "
-                          f"val mIoU {100 * record['val']['miou']:.2f}%  score {100 * record['val']['score']:.2f}%  "
-                          f"({train_s:.0f} s train, {record['images_per_s']:.1f} img/s, {record['val_s']:.0f} s val)", soft_wrap=True)
+            val_text = (f"val mIoU {100 * record['val']['miou']:.2f}%  score {100 * record['val']['score']:.2f}%  "
+                        if record["val"] else "")
+            console.print(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['loss']:.4f}  {val_text}"
+                          f"({train_s:.0f} s train, {record['images_per_s']:.1f} img/s, {record['val_s']:.0f} s val)",
+                          soft_wrap=True)
 
     if not history:
         raise RunError("no epoch was trained")
