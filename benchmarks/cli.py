@@ -63,7 +63,7 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
     if precision is None:
         precision = "fp16" if backend in ("trt", "trtexec") or device_url else "fp32"
     if device_url:
-        from segfactory.benchmarks.agent_bench import bench_remote
+        from segfactory.benchmarks.agent.remote_bench import bench_remote
 
         results = bench_remote(specs, device_url=device_url, token_file=device_token_file, input_size=input_size,
                                batch=batch, precision=precision, warmup_ms=warmup_ms, min_seconds=min_seconds)
@@ -105,7 +105,7 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
 def profile(target, input_size, threads, out, num_classes, agg_size, sep_repeats, encoder_weights, fit_models, seed,
             minutes, runs, device_url, device_token_file, precision, as_json, quiet) -> None:
     """Measure a latency lookup table (lut.json) of every unit the search space can produce at --input-size."""
-    from segfactory.benchmarks.lut_profile import run_profile
+    from segfactory.benchmarks.lut.profile import run_profile
 
     config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
     summary = run_profile(target, config, input_size, out, threads=threads, fit_models=fit_models, seed=seed,

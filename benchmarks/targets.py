@@ -83,7 +83,7 @@ class LutMixin:
 
     def _from_lut(self, genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int
                   ) -> LatencyResult:
-        from segfactory.benchmarks.lut import predict_latency
+        from segfactory.benchmarks.lut.table import predict_latency
 
         self.lut.check(config, input_size, batch=batch)
         ms = predict_latency(genotype, config, self.lut, fill=self.lut_fill)
@@ -103,7 +103,7 @@ class CpuTarget(LutMixin, Target):
         self.lut = None
         self.lut_fill = False
         if lut is not None:
-            from segfactory.benchmarks.lut import Lut
+            from segfactory.benchmarks.lut.table import Lut
             from segfactory.benchmarks.runners import cpu_description
 
             self.lut = Lut.load(lut)
@@ -186,12 +186,12 @@ class JetsonTarget(LutMixin, Target):
         self._warned = False
         if device_url is not None:
             try:
-                from segfactory.benchmarks.agent_client import measure_remote
+                from segfactory.benchmarks.agent.client import measure_remote
             except ImportError:
                 raise RunError("device agent client not available") from None
             self._measure_remote = measure_remote
         elif lut is not None:
-            from segfactory.benchmarks.lut import Lut
+            from segfactory.benchmarks.lut.table import Lut
 
             self.lut = Lut.load(lut)
             if self.lut.data.get("target", "cpu") != name:  # tables made by profile --device-url name their target

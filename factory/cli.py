@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("segfactory.export.cli:export", "Export to ONNX (FP32/FP16/INT8) or a TensorRT engine."),
     "bench": ("segfactory.benchmarks.cli:bench", "Measure latency the way trtexec does."),
     "profile": ("segfactory.benchmarks.cli:profile", "Measure a latency lookup table for a target."),
-    "agent": ("segfactory.benchmarks.agent_cli:agent", "Serve latency measurements on a device."),
+    "agent": ("segfactory.benchmarks.agent.cli:agent", "Serve latency measurements on a device."),
     "search": ("segfactory.search.cli:search", "Search for a decoder (PPO, random, evolution)."),
 }
 

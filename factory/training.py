@@ -23,7 +23,7 @@ from torch import Tensor, nn
 STATE_FORMAT = "segfactory.train-state/1"
 METRICS_FORMAT = "segfactory.train-metrics/1"
 # Settings a resumed run may change; every other one must match the interrupted run's.
-RUNTIME_FIELDS = ("device", "amp", "workers", "val_every")
+RUNTIME_FIELDS = ("epochs", "device", "amp", "workers", "val_every")
 DEFAULT_LR = {"adam": (5e-4, 2e-3), "adamw": (2e-3, 2e-3), "sgd": (1e-2, 1e-1)}  # (encoder, decoder)
 SCHEDULES = ("poly", "constant")
 
@@ -223,7 +223,7 @@ def _check_resumable(state: dict[str, Any], cfg: TrainConfig, path: Path) -> Non
         if old.get(f.name) != new:
             raise InputError(
                 f"--resume: {path} was trained with {f.name}={old.get(f.name)!r}, this run asks for {new!r}; "
-                "repeat the original settings (only --device, --amp, --workers and --val-every may change)"
+                "repeat the original settings (only --epochs, --device, --amp, --workers and --val-every may change)"
             )
 
 

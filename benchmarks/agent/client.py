@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.agent_settings import MeasureSettings
+from segfactory.benchmarks.agent.settings import MeasureSettings
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.io import atomic_write_json
 
@@ -31,7 +31,7 @@ _RETRYABLE = (OSError, http.client.HTTPException)
 
 def read_token_file(path: str | Path | None) -> str | None:
     """The bearer token in ``path`` (None: send none, for an agent started with --insecure-loopback)."""
-    from segfactory.benchmarks.agent_settings import read_token
+    from segfactory.benchmarks.agent.settings import read_token
 
     return None if path is None else read_token(path, "--device-token-file")
 

@@ -22,7 +22,7 @@ from segfactory.factory.tflite_import import (
     sha256_file,
 )
 
-SHARED = Path(os.environ.get("SEGFACTORY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = Path(os.environ.get("SEGFACTORY_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 TFLITE_DIR = SHARED / "data" / "mobilenetv2-imagenet-tflite"
 TFLITE = TFLITE_DIR / "mobilenet_v2_1.0_224_quant.tflite"
 CAMVID = SHARED / "data" / "camvid"

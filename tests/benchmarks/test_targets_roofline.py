@@ -70,7 +70,7 @@ def test_jetson_alias_estimates_with_warning(capsys):
 def test_device_url_without_client_is_one_line(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "segfactory.benchmarks.agent_client", None)
+    monkeypatch.setitem(sys.modules, "segfactory.benchmarks.agent.client", None)
     with pytest.raises(RunError, match="device agent client not available"):
         get_target("jetson-orin-nx", device_url="http://127.0.0.1:1")
 
@@ -85,9 +85,9 @@ def test_device_url_calls_the_client(monkeypatch):
         calls.update(url=url, n=len(onnx_bytes), settings=settings)
         return {"median_ms": 4.2, "backend": "trt"}
 
-    mod = types.ModuleType("segfactory.benchmarks.agent_client")
+    mod = types.ModuleType("segfactory.benchmarks.agent.client")
     mod.measure_remote = measure_remote
-    monkeypatch.setitem(sys.modules, "segfactory.benchmarks.agent_client", mod)
+    monkeypatch.setitem(sys.modules, "segfactory.benchmarks.agent.client", mod)
     t = get_target("jetson-agx-orin", device_url="http://dev:1", device_token_file="tok")
     g = sample_genotype(random.Random(3))
     res = t.latency(g, CFG.with_(sep_repeats=1), (64, 64))

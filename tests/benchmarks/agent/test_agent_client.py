@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
-from segfactory.benchmarks.agent_client import measure_remote, read_token_file
-from segfactory.benchmarks.agent_settings import MeasureSettings
+from segfactory.benchmarks.agent.client import measure_remote, read_token_file
+from segfactory.benchmarks.agent.settings import MeasureSettings
 from segfactory.factory.errors import InputError, RunError
 
 BODY = b"not really onnx; the fake agent only hashes it"

@@ -6,9 +6,9 @@ import json
 import random
 
 import pytest
-from segfactory.benchmarks.lut import FORMAT, Lut, fit_overhead, predict_latency
-from segfactory.benchmarks.lut_measure import build_unit, pack_bags
-from segfactory.benchmarks.lut_units import count_by_kind, enumerate_units, model_units
+from segfactory.benchmarks.lut.table import FORMAT, Lut, fit_overhead, predict_latency
+from segfactory.benchmarks.lut.measure import build_unit, pack_bags
+from segfactory.benchmarks.lut.units import count_by_kind, enumerate_units, model_units
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import sample_genotype
@@ -115,7 +115,7 @@ def test_mismatched_and_corrupt_tables(tmp_path):
 
 
 def test_bags_are_normalised_by_their_reference_unit(tmp_path):
-    from segfactory.benchmarks.lut_measure import REFERENCE_UNIT, measure_units
+    from segfactory.benchmarks.lut.measure import REFERENCE_UNIT, measure_units
 
     entries = measure_units(["adapt|24>32|16x16", "resize|32|8x8>16x16"], CFG, threads=1, runs=3)
     assert all(e["ref_ms"] > 0 for e in entries.values()) and REFERENCE_UNIT not in entries

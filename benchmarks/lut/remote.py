@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.lut import FORMAT, Lut, fit_overhead, units_by_frequency
+from segfactory.benchmarks.lut.table import FORMAT, Lut, fit_overhead, units_by_frequency
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError
 
@@ -35,7 +35,7 @@ def unit_onnx(sig: str, config: ModelConfig) -> bytes:
     second operand is a constant of its shape (the device still reads it, as it would read an activation).
     """
     import torch
-    from segfactory.benchmarks.lut_measure import build_unit
+    from segfactory.benchmarks.lut.measure import build_unit
     from torch import nn
 
     seed = int(hashlib.sha256(sig.encode()).hexdigest()[:8], 16)
@@ -86,7 +86,7 @@ class RemoteMeasurer:
                          "iterations": iterations, "duration_s": duration_s}
 
     def measure(self, data: bytes, **changes: Any) -> dict[str, Any]:
-        from segfactory.benchmarks.agent_client import measure_remote
+        from segfactory.benchmarks.agent.client import measure_remote
 
         return measure_remote(self.url, self.token_file, data, {**self.settings, **changes}, cache_dir=self.cache_dir)
 
@@ -150,8 +150,8 @@ def fit_remote_overhead(lut: Lut, config: ModelConfig, input_size: tuple[int, in
                         measurer: RemoteMeasurer, seed: int = 0, duration_s: float = 2.0, log=None
                         ) -> dict[str, Any]:
     """Measure ``count`` fitting genotypes whole on the agent (their missing units too) and fit the overhead."""
-    from segfactory.benchmarks.lut_profile import fit_genotypes
-    from segfactory.benchmarks.lut_units import model_units
+    from segfactory.benchmarks.lut.profile import fit_genotypes
+    from segfactory.benchmarks.lut.units import model_units
     from segfactory.benchmarks.targets import _export_bytes
 
     genotypes = fit_genotypes(count, seed)
@@ -169,7 +169,7 @@ def run_remote_profile(target: str, config: ModelConfig, input_size: tuple[int, 
                        iterations: int = 50, warmup_ms: float = 100.0, duration_s: float = 0.5,
                        fit_duration_s: float = 2.0, progress: bool = True, log=None) -> dict[str, Any]:
     """``segfactory profile --device-url``: the lut of ``target`` measured on the agent at ``device_url``."""
-    from segfactory.benchmarks.agent_client import health
+    from segfactory.benchmarks.agent.client import health
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)

@@ -1,6 +1,6 @@
 """The agent's measuring process: one job at a time, JSON lines in on stdin, JSON lines out.
 
-The agent starts it as ``python -m segfactory.benchmarks.agent_worker BACKEND`` in its own session, so that a
+The agent starts it as ``python -m segfactory.benchmarks.agent.worker BACKEND`` in its own session, so that a
 build or a measurement past its time limit is ended by killing the whole process group (trtexec included),
 and the next job gets a fresh worker. Jobs name a file the agent itself wrote; results carry the
 measurement's start and end on the system-wide monotonic clock, which the agent reports.
@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 
 def _handle(backend: str, job: dict[str, Any]) -> dict[str, Any]:
-    from segfactory.benchmarks.agent_backends import measure_file
-    from segfactory.benchmarks.agent_settings import MeasureSettings
+    from segfactory.benchmarks.agent.backends import measure_file
+    from segfactory.benchmarks.agent.settings import MeasureSettings
     from segfactory.factory.errors import InputError, SegfactoryError
 
     start = time.monotonic()
@@ -40,7 +40,8 @@ def _handle(backend: str, job: dict[str, Any]) -> dict[str, Any]:
 def serve(backend: str, protocol: TextIO) -> None:
     """Answer each job line read from stdin with one result line on ``protocol``."""
     # warm the imports the first job needs, so its timing window holds only its own work
-    from segfactory.benchmarks import agent_backends, harness  # noqa: F401
+    from segfactory.benchmarks import harness  # noqa: F401
+    from segfactory.benchmarks.agent import backends  # noqa: F401
 
     if backend == "ort":
         import onnxruntime  # noqa: F401

@@ -17,7 +17,7 @@ from segfactory.factory.genotype import sample_genotype
 from segfactory.factory.model import build_model
 from segfactory.factory.zoo import ZOO
 
-from tests.test_export_genotypes import SMALL, images, sharpen
+from tests.export.test_export_genotypes import SMALL, images, sharpen
 
 SIZE = (64, 96)
 

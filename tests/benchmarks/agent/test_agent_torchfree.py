@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("aiohttp")
 pytest.importorskip("onnxruntime")
 
-from segfactory.benchmarks.agent_client import health, measure_remote
+from segfactory.benchmarks.agent.client import health, measure_remote
 
 from tests.agent_fixtures import conv_model
 

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.agent_settings import MeasureSettings
+from segfactory.benchmarks.agent.settings import MeasureSettings
 from segfactory.factory.errors import InputError, RunError
 
 AGENT_BACKENDS = ("auto", "trtexec", "trt", "ort")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.agent_client import measure_remote
+from segfactory.benchmarks.agent.client import measure_remote
 from segfactory.benchmarks.harness import MIN_ITERATIONS
 
 

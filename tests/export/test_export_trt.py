@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from segfactory.export.tensorrt import EngineConfig, tensorrt_available, trtexec_command
 
-from tests.test_export_genotypes import SMALL, images, sharpen
+from tests.export.test_export_genotypes import SMALL, images, sharpen
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("export", "benchmarks")
 # API -> why it is banned. Implicit quantisation and precision flags are gone in 11.x; bindings in 10.x.
 REMOVED = {

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.benchmarks import stats
-from segfactory.benchmarks.lut import fit_keys, predict_latency
-from segfactory.benchmarks.lut_profile import run_profile
+from segfactory.benchmarks.lut.table import fit_keys, predict_latency
+from segfactory.benchmarks.lut.profile import run_profile
 from segfactory.benchmarks.runners import cpu_description
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import sample_genotype
@@ -56,8 +56,8 @@ def evaluation_genotypes(count: int) -> list[tuple[str, Any]]:
 
 
 def evaluate(threads: int, args, state: dict, config: ModelConfig, deadline: float, save) -> dict[str, Any]:
-    from segfactory.benchmarks.lut import Lut
-    from segfactory.benchmarks.lut_units import model_units
+    from segfactory.benchmarks.lut.table import Lut
+    from segfactory.benchmarks.lut.units import model_units
     from segfactory.benchmarks.models import measure_genotypes_ort
 
     size = args.input_size

@@ -35,8 +35,8 @@ def agent() -> None:
 def serve(host: str, port: int, token_file: Path | None, backend: str, cache_dir: Path | None, queue_limit: int,
           insecure_loopback: bool, max_body_mb: float, timeout_s: float) -> None:
     """Serve GET /v1/health and POST /v1/measure until interrupted."""
-    from segfactory.benchmarks.agent import AgentConfig, read_token
-    from segfactory.benchmarks.agent import serve as serve_agent
+    from segfactory.benchmarks.agent.server import AgentConfig, read_token
+    from segfactory.benchmarks.agent.server import serve as serve_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = AgentConfig(host=host, port=port, token=read_token(token_file) if token_file else None,

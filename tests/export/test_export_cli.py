@@ -14,7 +14,7 @@ from segfactory.factory.model import build_model
 from segfactory.factory.zoo import ZOO
 
 from tests.synthetic_seg import make_camvid
-from tests.test_export_genotypes import sharpen
+from tests.export.test_export_genotypes import sharpen
 
 CONFIG = ModelConfig.create(num_classes=11, agg_size=8, sep_repeats=1, encoder_weights="none")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.lut_units import enumerate_units, model_units
+from segfactory.benchmarks.lut.units import enumerate_units, model_units
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import Genotype, sample_genotype
@@ -130,7 +130,7 @@ class Lut:
     def fill(self, sigs: Iterable[str], config: ModelConfig, *, runs: int = 15,
              on_progress: Callable[[int], None] | None = None, save_every_s: float = 10.0) -> int:
         """Measure the signatures not yet in the table, saving (atomically) as bags finish; returns how many."""
-        from segfactory.benchmarks.lut_measure import measure_units
+        from segfactory.benchmarks.lut.measure import measure_units
 
         todo = self.missing(sigs)
         if not todo:

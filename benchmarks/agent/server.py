@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from segfactory.benchmarks.agent_backends import (
+from segfactory.benchmarks.agent.backends import (
     describe_device,
     device_state,
     select_backend,
     worker_environment,
 )
-from segfactory.benchmarks.agent_onnx import OnnxInfo, inspect_onnx, sha256_hex
-from segfactory.benchmarks.agent_settings import MeasureSettings, read_token  # noqa: F401 - re-exported for the CLI
+from segfactory.benchmarks.agent.onnx_check import OnnxInfo, inspect_onnx, sha256_hex
+from segfactory.benchmarks.agent.settings import MeasureSettings, read_token  # noqa: F401 - re-exported for the CLI
 from segfactory.factory.errors import InputError, RunError, SegfactoryError
 from segfactory.factory.io import atomic_write_json
 
@@ -300,7 +300,7 @@ class Agent:
         if self.worker is not None and self.worker.returncode is None:
             return
         self.worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "segfactory.benchmarks.agent_worker", self.backend,
+            sys.executable, "-m", "segfactory.benchmarks.agent.worker", self.backend,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
             env=worker_environment(), start_new_session=True, limit=1 << 24)
         assert self.worker.stdout is not None

@@ -14,7 +14,7 @@ from segfactory.benchmarks.harness import measure, measure_interleaved
 from segfactory.benchmarks.trtexec import parse_trtexec_output, summary_fields, trtexec_command
 from segfactory.factory.errors import InputError, RunError
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_summarize_hand_computed():

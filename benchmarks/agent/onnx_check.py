@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from segfactory.benchmarks.agent_settings import MeasureSettings
+from segfactory.benchmarks.agent.settings import MeasureSettings
 from segfactory.factory.errors import InputError
 
 INPUT_TYPES = {1: "float", 10: "float16", 2: "uint8"}  # onnx.TensorProto element types the runners feed

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.lut import FORMAT, Lut, fit_overhead, units_by_frequency
+from segfactory.benchmarks.lut.table import FORMAT, Lut, fit_overhead, units_by_frequency
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import sample_genotype
@@ -53,7 +53,7 @@ def run_profile(target: str, config: ModelConfig, input_size: tuple[int, int], o
     if device_url is not None:
         if not name.startswith("jetson-"):
             raise InputError(f"target {name} is profiled on this host; --device-url is for jetson-* targets")
-        from segfactory.benchmarks.lut_remote import run_remote_profile
+        from segfactory.benchmarks.lut.remote import run_remote_profile
 
         return run_remote_profile(name, config, input_size, out, device_url=device_url,
                                   token_file=device_token_file, precision=precision, threads=threads,
@@ -110,7 +110,7 @@ def run_profile(target: str, config: ModelConfig, input_size: tuple[int, int], o
 def fit_lut_overhead(lut: Lut, config: ModelConfig, input_size: tuple[int, int], count: int, seed: int = 0,
                      log=None, rounds: int = 5) -> dict[str, Any]:
     """Measure ``count`` fitting genotypes (disjoint seeds) whole, interleaved, and fit intercept + scale."""
-    from segfactory.benchmarks.lut_units import model_units
+    from segfactory.benchmarks.lut.units import model_units
     from segfactory.benchmarks.models import measure_genotypes_ort
 
     genotypes = fit_genotypes(count, seed)

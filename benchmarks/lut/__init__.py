@@ -1,0 +1,1 @@
+"""segfactory.benchmarks.lut: latency lookup tables (units, measuring, profiling, prediction, device tables)."""
