@@ -8,7 +8,6 @@ in this process; a parallel executor (Ray) implements the same protocol.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,7 +67,3 @@ class LocalExecutor:
 
     def close(self) -> None:
         self.queue.clear()
-
-
-def elapsed(job: CandidateJob) -> float:
-    return time.monotonic() - job.started

@@ -2,262 +2,39 @@
 
 Files in the run directory:
 - ``run.json``: the run's settings (resolved: preset, configs, input size, reward targets, arch0's latency);
-  a resumed run reads them back, so its rewards stay comparable (only ``--budget`` may change);
+  a resumed run reads them back, so its rewards stay comparable (see :mod:`segfactory.search.context`);
 - ``trials.jsonl``: one line per candidate (see :mod:`segfactory.search.trials`);
-- ``state.pt``: the strategy, the early stopper and the proposals in flight, written atomically after each
-  proposal and each trial, so ``kill -9`` loses at most the candidate in progress, which a resume re-runs with
-  the same genotype and seed; ``controller.pt`` (PPO): the controller's weights alone;
-- ``best.json``, ``pareto.png``, ``summary.md``: the results (rewritten at the end and when the best changes).
+- ``state.pt``, ``controller.pt``: the strategy, the early stopper and the proposals in flight (see
+  :mod:`segfactory.search.state`);
+- ``best.json``, ``pareto.png``, ``summary.md``: the results (see :mod:`segfactory.search.results`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from collections.abc import Callable, Collection
 from typing import Any
 
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import Genotype
+from segfactory.search.context import RUN_FORMAT, Event, RunContext, make_context
+from segfactory.search.context import emit as _emit
 from segfactory.search.early_stop import EarlyStopper
 from segfactory.search.executors import CandidateJob, Executor, LocalExecutor
-from segfactory.search.reward import RewardSpec, compute_reward
+from segfactory.search.options import SearchOptions
+from segfactory.search.results import BEST_FORMAT, best_json, finish, write_best
+from segfactory.search.reward import compute_reward
+from segfactory.search.state import STATE_FORMAT
+from segfactory.search.state import load_state as _load_state
+from segfactory.search.state import save_state as _save_state
 from segfactory.search.strategies import Proposal, StrategyExhausted, make_strategy
 from segfactory.search.trials import TRAINED, TrialStore, best_trial, trained_count
 
-RUN_FORMAT = "segfactory.search-run/1"
-STATE_FORMAT = "segfactory.search-state/1"
-BEST_FORMAT = "segfactory.search-best/1"
+# Importable from here as before the split
+__all__ = ["BEST_FORMAT", "LEARN_FROM", "RUN_FORMAT", "STATE_FORMAT", "Event", "RunContext", "Search",
+           "SearchOptions", "best_json", "candidate_seed", "finish", "make_context", "run_search", "write_best"]
+
 LEARN_FROM = ("ok", "early-stopped")  # statuses whose reward the strategy is told
-
-Event = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class SearchOptions:
-    """Everything ``segfactory search`` takes; see its ``--help`` for each field."""
-
-    out: str = ""
-    data: str = "camvid-mini"
-    target: str = "cpu"
-    lut: str | None = None
-    device_url: str | None = None
-    device_token_file: str | None = None
-    latency_threads: int | None = None
-    budget: int = 8
-    strategy: str = "ppo"
-    preset: str = "auto"
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None  # torch threads for proxy training
-    input_size: tuple[int, int] | None = None  # deployment input size; None: the dataset's native size
-    agg_size: int = 64  # deployed model
-    sep_repeats: int = 2
-    proxy_agg_size: int = 48  # proxy model (the paper's search configuration)
-    proxy_sep_repeats: int = 1
-    encoder_weights: str = "bundled"
-    latency_target_ms: float | None = None  # None: arch0's latency on the same target and input size
-    latency_weight: float = -0.07
-    params_target: float | None = None  # None: arch0's parameters in the deployed configuration
-    params_weight: float = 0.0
-    max_params: int | None = None
-    max_macs: int | None = None
-    max_latency_ms: float | None = None
-    max_rejections: int = 100  # consecutive rejections that stop the search
-    early_stopping: bool = True
-    feedback: bool = False  # PPO controller with action feedback (ENAS style)
-    pg_algorithm: str = "ppo"  # ppo | reinforce
-    controller_lr: float = 1e-4
-    entropy_coef: float = 0.0
-    population: int = 20  # evolution
-    tournament: int = 5
-    proxy: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's ProxySettings
-    executor: str = "local"  # local | ray
-    ray_address: str | None = None  # ray: None = a local Ray, "auto", ray://HOST:PORT
-    workers: int | None = None  # ray: candidates in flight (default 2)
-    gpus_per_trial: float | None = None  # ray: None = 1 on CUDA, else 0
-    cpus_per_trial: float = 1.0  # ray: also each worker's torch threads
-    max_minutes: float | None = None  # stop proposing after this much wall time in this process
-    genotypes: list[dict[str, Any]] = field(default_factory=list)  # the list strategy's genotypes
-
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.input_size is not None:
-            d["input_size"] = list(self.input_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchOptions:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if d.get("input_size") is not None:
-            d["input_size"] = tuple(d["input_size"])
-        return cls(**d)
-
-
-# -- run context: what is resolved once per run ------------------------------------------------------------------
-
-@dataclass
-class RunContext:
-    options: SearchOptions
-    out: Path
-    device: str
-    preset: str
-    settings: Any  # ProxySettings
-    dataset: Any
-    deploy_config: Any  # ModelConfig
-    proxy_config: Any
-    input_size: tuple[int, int]
-    target: Any
-    reward_spec: RewardSpec
-    reference: dict[str, Any]  # arch0 in the deployed configuration: latency_ms, source, params, macs
-    proxy_data: Any = None
-
-    def run_json(self) -> dict[str, Any]:
-        return {
-            "format": RUN_FORMAT,
-            "options": self.options.to_dict(),
-            "device": self.device,
-            "preset": self.preset,
-            "proxy_settings": self.settings.to_dict(),
-            "deploy_config": self.deploy_config.to_dict(),
-            "proxy_config": self.proxy_config.to_dict(),
-            "input_size": list(self.input_size),
-            "target": self.target.describe(),
-            "reward": self.reward_spec.to_dict(),
-            "reference": self.reference,
-        }
-
-
-def _emit(on_event: Event | None, kind: str, **data: Any) -> None:
-    if on_event is not None:
-        on_event({"kind": kind, **data})
-
-
-def _prepare_out(out: Path, resume: bool) -> dict[str, Any] | None:
-    from segfactory.factory.io import read_json
-
-    if resume:
-        if not (out / "run.json").is_file():
-            raise InputError(f"--resume: {out} holds no search to resume (no run.json)")
-        run = read_json(out / "run.json", "search run file")
-        if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
-            raise InputError(f"{out / 'run.json'} is not a {RUN_FORMAT} file")
-        return run
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} is not an empty directory: pass --resume to continue the search there, "
-                         f"or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    return None
-
-
-def make_context(options: SearchOptions, resume: bool, on_event: Event | None = None) -> RunContext:
-    """Resolve devices, preset, data, configs, target and reward; write (or read back) run.json."""
-    import torch
-    from segfactory.benchmarks.targets import get_target
-    from segfactory.factory.commands.options import resolve_device
-    from segfactory.factory.config import ModelConfig
-    from segfactory.factory.cost import model_cost
-    from segfactory.factory.datasets import open_dataset
-    from segfactory.factory.io import atomic_write_json
-    from segfactory.factory.zoo import ZOO
-    from segfactory.search.presets import ProxySettings, resolve_preset
-
-    out = Path(options.out)
-    run = _prepare_out(out, resume)
-    if run is not None:  # a resumed run keeps its settings; only the budget (and runtime knobs) may change
-        saved = SearchOptions.from_dict(run["options"])
-        for name in ("budget", "threads", "executor", "max_minutes", "ray_address", "workers", "gpus_per_trial",
-                     "cpus_per_trial"):
-            setattr(saved, name, getattr(options, name))
-        saved.out = options.out
-        options = saved
-    if options.budget < 1:
-        raise InputError(f"--budget {options.budget} must be at least 1")
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
-    device = run["device"] if run is not None else resolve_device(options.device)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("this search ran on CUDA, but no CUDA device is available to resume it")
-    if run is not None:
-        preset, settings = run["preset"], ProxySettings.from_dict(run["proxy_settings"])
-    else:
-        preset, settings = resolve_preset(options.preset, device)
-        settings = settings.with_(**options.proxy) if options.proxy else settings
-    make_strategy(options.strategy, options.seed, genotypes=options.genotypes)  # validates early
-    _emit(on_event, "status", message=f"opening {options.data}")
-    dataset = open_dataset(options.data, "train")
-    if run is not None:
-        deploy = ModelConfig.from_dict(run["deploy_config"])
-        proxy = ModelConfig.from_dict(run["proxy_config"])
-        input_size = tuple(run["input_size"])
-    else:
-        deploy = ModelConfig.create(dataset.num_classes, options.agg_size, options.sep_repeats,
-                                    options.encoder_weights, tuple(dataset.class_names))
-        proxy = deploy.with_(agg_size=options.proxy_agg_size, sep_repeats=options.proxy_sep_repeats)
-        input_size = tuple(options.input_size) if options.input_size else tuple(dataset[0][0].shape[:2])
-    target = get_target(options.target, lut=options.lut, device_url=options.device_url,
-                        device_token_file=options.device_token_file, threads=options.latency_threads)
-    if run is not None:
-        reference = run["reference"]
-        reward_spec = RewardSpec(**run["reward"])
-    else:
-        arch0 = ZOO["arch0"]
-        cost = model_cost(arch0, deploy, input_size)
-        reference = {"arch": "arch0", "params": cost.params, "macs": cost.macs}
-        # Recorded always; the default latency target when --latency-target-ms is not given
-        _emit(on_event, "status", message=f"measuring arch0's latency on {options.target}")
-        lat = target.latency(arch0, deploy, input_size)
-        reference.update(latency_ms=lat.ms, latency_source=lat.source)
-        if lat.detail.get("device_info"):  # measured by a device agent: what it ran on
-            reference["latency_device"] = lat.detail["device_info"]
-        reward_spec = RewardSpec(
-            latency_target_ms=options.latency_target_ms or reference.get("latency_ms"),
-            latency_weight=options.latency_weight,
-            params_target=options.params_target or float(cost.params),
-            params_weight=options.params_weight,
-        )
-    ctx = RunContext(options, out, device, preset, settings, dataset, deploy, proxy, input_size, target,
-                     reward_spec, reference)
-    if run is None:
-        atomic_write_json(out / "run.json", ctx.run_json())
-    else:  # keep the budget the user asked for now
-        run["options"]["budget"] = options.budget
-        atomic_write_json(out / "run.json", run)
-    return ctx
-
-
-# -- state ----------------------------------------------------------------------------------------------------
-
-def _save_state(out: Path, strategy, stopper: EarlyStopper, next_index: int, pending: dict[int, dict]) -> None:
-    import torch
-    from segfactory.factory.io import atomic_write
-
-    state = {"format": STATE_FORMAT, "strategy": strategy.state_dict(), "stopper": stopper.state_dict(),
-             "next_index": next_index, "pending": {str(k): v for k, v in pending.items()}}
-    atomic_write(out / "state.pt", lambda p: torch.save(state, p))
-    if getattr(strategy, "name", "") == "ppo":
-        atomic_write(out / "controller.pt", lambda p: torch.save(
-            {"format": "segfactory.controller/1", "feedback": strategy.controller.feedback,
-             "state_dict": strategy.controller.state_dict()}, p))
-
-
-def _load_state(out: Path) -> dict[str, Any] | None:
-    import torch
-
-    path = out / "state.pt"
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged file
-        raise InputError(f"{path} cannot be read ({str(e).splitlines()[0][:200]}); "
-                         f"delete it to rebuild the state from trials.jsonl") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise InputError(f"{path} is not a {STATE_FORMAT} file")
-    return state
 
 
 def candidate_seed(seed: int, index: int) -> int:
@@ -514,59 +291,16 @@ class Search:
 
 
 def run_search(options: SearchOptions, *, resume: bool = False, on_event: Event | None = None,
-               executor_factory: Callable[[Search], Executor] | None = None) -> dict[str, Any]:
-    """Run (or resume) a search; returns the summary (best trial, counts, files)."""
-    ctx = make_context(options, resume, on_event)
+               executor_factory: Callable[[Search], Executor] | None = None,
+               given: Collection[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) a search; returns the summary (best trial, counts, files).
+
+    ``given``: the option fields the user set explicitly (None: all), which a resume checks against the
+    original settings (see :func:`~segfactory.search.context.make_context`).
+    """
+    ctx = make_context(options, resume, on_event, given)
     if executor_factory is None and ctx.options.executor == "ray":
         from segfactory.search.ray_executor import executor_factory_from_options  # imports ray when made
 
         executor_factory = executor_factory_from_options(ctx.options)
     return Search(ctx, on_event, executor_factory).run()
-
-
-# -- results --------------------------------------------------------------------------------------------------
-
-def best_json(ctx_or_run: Any, trial: dict[str, Any]) -> dict[str, Any]:
-    """best.json: the genotype (loadable wherever a genotype is), the deployed ModelConfig and the trial."""
-    run = ctx_or_run.run_json() if isinstance(ctx_or_run, RunContext) else ctx_or_run
-    return {
-        "format": BEST_FORMAT,
-        "genotype": trial["genotype"],
-        "model_config": run["deploy_config"],
-        "input_size": run["input_size"],
-        "target": run["target"],
-        "reward": run["reward"],
-        "trial": trial,
-    }
-
-
-def write_best(ctx_or_run: Any, trial: dict[str, Any], path: Path | None = None) -> Path:
-    from segfactory.factory.io import atomic_write_json
-
-    if path is None:
-        path = ctx_or_run.out / "best.json"
-    return atomic_write_json(path, best_json(ctx_or_run, trial))
-
-
-def finish(ctx: RunContext, trials: list[dict[str, Any]]) -> dict[str, Any]:
-    from segfactory.search.report import write_reports
-
-    best = best_trial(trials)
-    if best is not None:
-        write_best(ctx, best)
-    write_reports(ctx.out, trials, ctx.run_json())
-    counts = {s: sum(1 for t in trials if t.get("status") == s) for s in ("ok", "early-stopped", "rejected",
-                                                                           "failed")}
-    wall = [t["wall_s"] for t in trials if t.get("status") in TRAINED and t.get("wall_s") is not None]
-    return {
-        "out": str(ctx.out),
-        "trials": len(trials),
-        "trained": trained_count(trials),
-        "counts": counts,
-        "best": best,
-        "seconds_per_candidate": (sum(wall) / len(wall)) if wall else None,
-        "files": sorted(p.name for p in ctx.out.iterdir() if not p.name.startswith(".")),
-        "latency_target_ms": ctx.reward_spec.latency_target_ms,
-        "input_size": list(ctx.input_size),
-    }
-

@@ -71,9 +71,6 @@ class TrialStore:
             os.fsync(f.fileno())
         self.trials.append(record)
 
-    def indices(self) -> set[int]:
-        return {int(t["index"]) for t in self.trials}
-
 
 def _clean(obj: Any) -> Any:
     """JSON has no NaN/inf: write them as null."""

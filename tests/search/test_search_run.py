@@ -161,3 +161,31 @@ def test_rejections_are_recorded_not_counted_and_capped(tmp_path):
     assert [t["status"] for t in trials] == ["rejected"] * 3
     assert all("--max-params" in t["reason"] and t["params"] > 1000 for t in trials)
     assert (d / "summary.md").is_file()
+
+
+def test_resume_refuses_changed_settings_and_accepts_runtime_knobs(tmp_path, capsys):
+    """A resumed search keeps its settings: a different --seed is refused (both values named), a different
+    --budget is accepted, and flags left out on resume are not compared with their defaults."""
+    from segfactory.factory.cli import main
+
+    _camvid_mini_or_skip()
+    d = tmp_path / "run"
+    now = ["--max-minutes", "0.000001"]  # writes run.json and the reports, trains nothing
+    with pytest.raises(SystemExit) as e:
+        main(["search", *COMMON, "--out", str(d), *now])
+    assert e.value.code == 0 and (d / "run.json").is_file()
+    capsys.readouterr()
+    changed = [*COMMON, "--seed", "3"]  # the last --seed wins
+    with pytest.raises(SystemExit) as e:
+        main(["search", *changed, "--out", str(d), "--resume", *now])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "was searched with --seed 0, this run asks for --seed 3" in err and "--budget" in err
+    run = json.loads((d / "run.json").read_text())
+    assert run["options"]["seed"] == 0 and run["options"]["budget"] == 3
+    with pytest.raises(SystemExit) as e:  # only --budget changes; --input-size, --target ... left out
+        main(["search", "--out", str(d), "--resume", "--budget", "5", "-q", *now])
+    assert e.value.code == 0
+    run = json.loads((d / "run.json").read_text())
+    assert run["options"]["budget"] == 5 and run["options"]["input_size"] == [64, 64]
+    assert run["options"]["target"] == "jetson-orin-nano"

@@ -1,0 +1,170 @@
+"""What a search run resolves once: devices, preset, data, model configurations, target, reward; ``run.json``.
+
+A resumed run reads its settings back from run.json, so its rewards stay comparable; only the runtime knobs
+(see :mod:`segfactory.search.options`) may change, and a change of anything else is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segfactory.factory.errors import InputError
+from segfactory.search.options import SearchOptions, resume_options
+from segfactory.search.reward import RewardSpec
+from segfactory.search.strategies import make_strategy
+
+RUN_FORMAT = "segfactory.search-run/1"
+
+Event = Callable[[dict[str, Any]], None]
+
+
+def emit(on_event: Event | None, kind: str, **data: Any) -> None:
+    if on_event is not None:
+        on_event({"kind": kind, **data})
+
+
+@dataclass
+class RunContext:
+    options: SearchOptions
+    out: Path
+    device: str
+    preset: str
+    settings: Any  # ProxySettings
+    dataset: Any
+    deploy_config: Any  # ModelConfig
+    proxy_config: Any
+    input_size: tuple[int, int]
+    target: Any
+    reward_spec: RewardSpec
+    reference: dict[str, Any]  # arch0 in the deployed configuration: latency_ms, source, params, macs
+    proxy_data: Any = None
+
+    def run_json(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "options": self.options.to_dict(),
+            "device": self.device,
+            "preset": self.preset,
+            "proxy_settings": self.settings.to_dict(),
+            "deploy_config": self.deploy_config.to_dict(),
+            "proxy_config": self.proxy_config.to_dict(),
+            "input_size": list(self.input_size),
+            "target": self.target.describe(),
+            "reward": self.reward_spec.to_dict(),
+            "reference": self.reference,
+        }
+
+
+def _prepare_out(out: Path, resume: bool) -> dict[str, Any] | None:
+    from segfactory.factory.io import read_json
+
+    if resume:
+        if not (out / "run.json").is_file():
+            raise InputError(f"--resume: {out} holds no search to resume (no run.json)")
+        run = read_json(out / "run.json", "search run file")
+        if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
+            raise InputError(f"{out / 'run.json'} is not a {RUN_FORMAT} file")
+        return run
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} is not an empty directory: pass --resume to continue the search there, "
+                         f"or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def make_context(options: SearchOptions, resume: bool, on_event: Event | None = None,
+                 given: Collection[str] | None = None) -> RunContext:
+    """Resolve devices, preset, data, configs, target and reward; write (or read back) run.json.
+
+    Args:
+        options: this run's options.
+        resume: continue the search in ``options.out``.
+        on_event: progress callback.
+        given: the option fields the user set explicitly (None: all); on resume, a change of one of them that
+            changes the results is refused.
+
+    Raises:
+        InputError: bad options, or a resume that asks for different settings.
+    """
+    import torch
+    from segfactory.benchmarks.targets import get_target
+    from segfactory.factory.commands.options import resolve_device
+    from segfactory.factory.datasets import open_dataset
+    from segfactory.factory.io import atomic_write_json
+    from segfactory.search.presets import ProxySettings, resolve_preset
+
+    out = Path(options.out)
+    run = _prepare_out(out, resume)
+    if run is not None:  # a resumed run keeps its settings; only the runtime knobs may change
+        options = resume_options(SearchOptions.from_dict(run["options"]), options, given, out,
+                                 run["proxy_settings"])
+    if options.budget < 1:
+        raise InputError(f"--budget {options.budget} must be at least 1")
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    device = run["device"] if run is not None else resolve_device(options.device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("this search ran on CUDA, but no CUDA device is available to resume it")
+    if run is not None:
+        preset, settings = run["preset"], ProxySettings.from_dict(run["proxy_settings"])
+    else:
+        preset, settings = resolve_preset(options.preset, device)
+        settings = settings.with_(**options.proxy) if options.proxy else settings
+    make_strategy(options.strategy, options.seed, genotypes=options.genotypes)  # validates early
+    emit(on_event, "status", message=f"opening {options.data}")
+    dataset = open_dataset(options.data, "train")
+    deploy, proxy, input_size = _model_configs(options, run, dataset)
+    target = get_target(options.target, lut=options.lut, device_url=options.device_url,
+                        device_token_file=options.device_token_file, threads=options.latency_threads)
+    reference, reward_spec = _reward(options, run, target, deploy, input_size, on_event)
+    ctx = RunContext(options, out, device, preset, settings, dataset, deploy, proxy, input_size, target,
+                     reward_spec, reference)
+    if run is None:
+        atomic_write_json(out / "run.json", ctx.run_json())
+    else:  # keep the budget the user asked for now
+        run["options"]["budget"] = options.budget
+        atomic_write_json(out / "run.json", run)
+    return ctx
+
+
+def _model_configs(options: SearchOptions, run: dict[str, Any] | None, dataset: Any) -> tuple[Any, Any, tuple]:
+    """(deployed ModelConfig, proxy ModelConfig, deployment input size): from run.json, or made now."""
+    from segfactory.factory.config import ModelConfig
+
+    if run is not None:
+        return (ModelConfig.from_dict(run["deploy_config"]), ModelConfig.from_dict(run["proxy_config"]),
+                tuple(run["input_size"]))
+    deploy = ModelConfig.create(dataset.num_classes, options.agg_size, options.sep_repeats,
+                                options.encoder_weights, tuple(dataset.class_names))
+    proxy = deploy.with_(agg_size=options.proxy_agg_size, sep_repeats=options.proxy_sep_repeats)
+    input_size = tuple(options.input_size) if options.input_size else tuple(dataset[0][0].shape[:2])
+    return deploy, proxy, input_size
+
+
+def _reward(options: SearchOptions, run: dict[str, Any] | None, target: Any, deploy: Any,
+            input_size: tuple[int, int], on_event: Event | None) -> tuple[dict[str, Any], RewardSpec]:
+    """(arch0's figures, the reward's spec): from run.json, or measured now."""
+    from segfactory.factory.cost import model_cost
+    from segfactory.factory.zoo import ZOO
+
+    if run is not None:
+        return run["reference"], RewardSpec(**run["reward"])
+    arch0 = ZOO["arch0"]
+    cost = model_cost(arch0, deploy, input_size)
+    reference = {"arch": "arch0", "params": cost.params, "macs": cost.macs}
+    # Recorded always; the default latency target when --latency-target-ms is not given
+    emit(on_event, "status", message=f"measuring arch0's latency on {options.target}")
+    lat = target.latency(arch0, deploy, input_size)
+    reference.update(latency_ms=lat.ms, latency_source=lat.source)
+    if lat.detail.get("device_info"):  # measured by a device agent: what it ran on
+        reference["latency_device"] = lat.detail["device_info"]
+    reward_spec = RewardSpec(
+        latency_target_ms=options.latency_target_ms or reference.get("latency_ms"),
+        latency_weight=options.latency_weight,
+        params_target=options.params_target or float(cost.params),
+        params_weight=options.params_weight,
+    )
+    return reference, reward_spec

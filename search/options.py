@@ -1,0 +1,359 @@
+"""What ``segfactory search`` takes, declared once: each field of :class:`SearchOptions` carries its flag.
+
+Every field's metadata holds an :class:`Opt`: the command-line flag, its help, click type and --help section,
+and what a resumed search may do with it. ``search/cli.py`` builds the click options from these declarations,
+so a new field is a new flag, with the same default in the library and on the command line.
+
+A resumed search keeps the settings it was started with, so its rewards stay comparable: :func:`resume_options`
+refuses a change of a ``FIXED`` field that the user asked for, and takes ``RUNTIME`` fields (how the work is
+done, not what it computes) from the new run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection
+from dataclasses import Field, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import click
+from segfactory.factory.errors import InputError
+
+STRATEGY_CHOICES = ["ppo", "random", "evolution", "list"]
+PRESET_CHOICES = ["auto", "paper", "cpu-small", "test"]
+
+# What a resumed search does with a field
+FIXED = "fixed"  # changes the results: a change is refused
+RUNTIME = "runtime"  # how the work is done (budget, threads, executor): the new run's value is used
+RUN_DIR = "run-dir"  # --out names the run itself
+
+# --help sections, in display order
+RUN, DATA, MODELS, REWARD, STRATEGY, PROXY, EXECUTOR = (
+    "Run", "Data and latency target", "Models", "Reward and limits", "Strategy", "Proxy training", "Executor")
+GROUPS = (RUN, DATA, MODELS, REWARD, STRATEGY, PROXY, EXECUTOR)
+
+_SAME = object()  # Opt.cli_default: the field's own default
+
+
+@dataclass(frozen=True)
+class ProxyFlag:
+    """A flag that sets one entry of the ``proxy`` dict (a ProxySettings override)."""
+
+    flag: str
+    key: str  # ProxySettings field
+    type: Any = None
+    help: str = ""
+    size: bool = False  # HxW on the command line
+
+    @property
+    def dest(self) -> str:  # click's parameter name; never a SearchOptions field
+        return f"proxy__{self.key}"
+
+
+@dataclass(frozen=True)
+class Opt:
+    """The command-line side of one SearchOptions field."""
+
+    flag: str
+    help: str | None = None
+    type: Any = None  # a click type; None: click's guess from the default (TEXT for None)
+    group: str = RUN
+    resume: str = FIXED
+    cli_default: Any = _SAME  # the flag's default where it differs from the field's
+    flag_value: bool | None = None  # an on/off flag: the field's value when the flag is given
+    size: bool = False  # HxW on the command line, (H, W) in the field
+    read: Callable[[Any], Any] | None = None  # the flag's value -> the field's (--genotypes FILE -> a list)
+    show: Callable[[Any], str] | None = None  # the field's value as the command line writes it
+    multiple: bool = False
+    metavar: str | None = None
+    parts: tuple[ProxyFlag, ...] = ()  # flags that set entries of this (dict) field
+
+
+def opt(default: Any = None, **meta: Any) -> Any:
+    """A dataclass field with an immutable default and its :class:`Opt` in the metadata."""
+    return field(default=default, metadata={"opt": Opt(**meta)})
+
+
+def read_genotype_list(path: str | None) -> list[dict]:
+    """One architecture per line: a zoo name or a genotype JSON object; blank lines and # comments skipped."""
+    if path is None:
+        return []
+    from segfactory.factory.genotype import Genotype
+    from segfactory.factory.zoo import ZOO
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"genotype list {p} does not exist")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line in ZOO:
+            out.append(ZOO[line].to_dict())
+            continue
+        try:
+            out.append(Genotype.from_json(line).to_dict())
+        except InputError as e:
+            raise InputError(f"{p} line {n}: {e}") from None
+    return out
+
+
+def parse_proxy_set(items: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs -> ProxySettings overrides (values as JSON, or HxW for sizes)."""
+    from segfactory.search.presets import ProxySettings
+
+    known = {f.name for f in fields(ProxySettings)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}",
+                                     param_hint="--proxy-set")
+        if "x" in value and key == "crop":
+            h, _, w = value.partition("x")
+            out[key] = (int(h), int(w))
+            continue
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a number, null or a JSON list",
+                                     param_hint="--proxy-set") from None
+    return out
+
+
+def _show_genotypes(genotypes: list[dict]) -> str:
+    from segfactory.factory.genotype import Genotype
+
+    return f"a list of {len(genotypes)} ({', '.join(Genotype.from_dict(g).key() for g in genotypes)})"
+
+
+def _size(value: Any) -> str:
+    return f"{value[0]}x{value[1]}"
+
+
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+_PRESETS = "[default: the preset's]"
+PROXY_FLAGS = (
+    ProxyFlag("--time-limit", "time_limit_s", _POSITIVE,
+              "Seconds per candidate [default: the preset's]."),
+    ProxyFlag("--max-proxy-macs", "max_proxy_macs", click.IntRange(min=1),
+              "Reject candidates whose proxy needs more multiply-adds per crop [default: the preset's]."),
+    ProxyFlag("--crop", "crop", None, "Proxy crop HxW [default: the preset's].", size=True),
+    ProxyFlag("--stage1-epochs", "stage1_epochs", click.IntRange(min=0), _PRESETS),
+    ProxyFlag("--stage2-epochs", "stage2_epochs", click.IntRange(min=0), _PRESETS),
+    ProxyFlag("--cache-size", "cache_size", click.IntRange(min=1), "Stage-1 cached crops [default: the preset's]."),
+    ProxyFlag("--loader-workers", "workers", click.IntRange(min=0),
+              "Stage-2 loader processes [default: the preset's]."),
+)
+
+
+@dataclass
+class SearchOptions:
+    """Everything ``segfactory search`` takes; each field's flag and help are in its metadata."""
+
+    out: str = opt("", flag="--out", cli_default=None, resume=RUN_DIR,
+                   help="Run directory [default: runs/search-<timestamp>].")
+    data: str = opt("camvid-mini", flag="--data", group=DATA,
+                    help="Dataset: camvid-mini, camvid:PATH, cityscapes:PATH or folder:PATH (its train split is "
+                         "used).")
+    target: str = opt("cpu", flag="--target", group=DATA,
+                      help="Latency target: cpu, cuda, jetson-orin-nano, jetson-orin-nx, jetson-agx-orin.")
+    lut: str | None = opt(None, flag="--lut", group=DATA,
+                          help="Latency lookup table (from `segfactory profile`) for the target.")
+    device_url: str | None = opt(None, flag="--device-url", group=DATA,
+                                 help="Device agent URL for a jetson-* target.")
+    device_token_file: str | None = opt(None, flag="--device-token-file", group=DATA,
+                                        help="File holding the device agent's token.")
+    latency_threads: int | None = opt(None, flag="--latency-threads", type=click.IntRange(1, 256), group=DATA,
+                                      help="Threads of the cpu target's latency measurement [default: 1].")
+    budget: int = opt(8, flag="--budget", type=click.IntRange(1, 10_000_000), resume=RUNTIME,
+                      help="Candidates to train (ok, early-stopped or failed; rejected ones do not count).")
+    strategy: str = opt("ppo", flag="--strategy", type=click.Choice(STRATEGY_CHOICES), group=STRATEGY)
+    preset: str = opt("auto", flag="--preset", type=click.Choice(PRESET_CHOICES), group=PROXY,
+                      help="Proxy-training schedule: paper (method.md), cpu-small, test (tiny); auto = paper on "
+                           "CUDA, else cpu-small.")
+    seed: int = opt(0, flag="--seed", type=int)
+    device: str = opt("auto", flag="--device", type=click.Choice(["auto", "cpu", "cuda"]),
+                      help="Where proxies train (CUDA: mixed precision).")
+    threads: int | None = opt(None, flag="--threads", type=click.IntRange(1, 256), resume=RUNTIME,
+                              help="Torch threads for proxy training.")
+    # the deployed model: the reward's latency, params and MACs are its
+    input_size: tuple[int, int] | None = opt(
+        None, flag="--input-size", size=True, show=_size, group=MODELS,
+        help="Deployment input size HxW for latency and MACs [default: the dataset's size].")
+    agg_size: int = opt(64, flag="--agg-size", type=click.IntRange(1, 4096), group=MODELS,
+                        help="Deployed model's head width (the reward's latency and params use it).")
+    sep_repeats: int = opt(2, flag="--sep-repeats", type=click.IntRange(1, 8), group=MODELS,
+                           help="Deployed model's separable units per sep op.")
+    # the proxy model (the paper's search configuration)
+    proxy_agg_size: int = opt(48, flag="--proxy-agg-size", type=click.IntRange(1, 4096), group=MODELS,
+                              help="Proxy model's head width (the paper's search: 48).")
+    proxy_sep_repeats: int = opt(1, flag="--proxy-sep-repeats", type=click.IntRange(1, 8), group=MODELS,
+                                 help="Proxy model's separable units per sep op (the paper's search: 1).")
+    encoder_weights: str = opt("bundled", flag="--encoder-weights", group=MODELS,
+                               help="bundled | torchvision | none | PATH to a segfactory encoder file.")
+    latency_target_ms: float | None = opt(None, flag="--latency-target-ms", type=_POSITIVE, group=REWARD,
+                                          help="Latency target T of the reward [default: arch0's latency on the "
+                                               "target].")
+    latency_weight: float = opt(-0.07, flag="--latency-weight", type=float, group=REWARD,
+                                help="Exponent w of (latency/T)^w; 0 drops the term.")
+    params_target: float | None = opt(None, flag="--params-target", type=_POSITIVE, group=REWARD,
+                                      help="Parameter target P of the reward [default: arch0's parameters].")
+    params_weight: float = opt(0.0, flag="--params-weight", type=float, group=REWARD,
+                               help="Exponent of (params/P); both weights 0 give the paper's reward.")
+    max_params: int | None = opt(None, flag="--max-params", type=click.IntRange(min=1), group=REWARD,
+                                 help="Reject larger candidates.")
+    max_macs: int | None = opt(None, flag="--max-macs", type=click.IntRange(min=1), group=REWARD,
+                               help="Reject candidates with more multiply-adds (deployed model at --input-size).")
+    max_latency_ms: float | None = opt(None, flag="--max-latency-ms", type=_POSITIVE, group=REWARD,
+                                       help="Reject slower candidates (before training).")
+    max_rejections: int = opt(100, flag="--max-rejections", type=click.IntRange(min=1), group=REWARD,
+                              help="Consecutive rejections that stop the search.")
+    early_stopping: bool = opt(True, flag="--no-early-stopping", flag_value=False, group=PROXY,
+                               help="Train every candidate to the end of its schedule.")
+    feedback: bool = opt(False, flag="--action-feedback", flag_value=True, group=STRATEGY,
+                         help="PPO controller feeds sampled actions back (ENAS style).")
+    pg_algorithm: str = opt("ppo", flag="--pg", type=click.Choice(["ppo", "reinforce"]), group=STRATEGY,
+                            help="Controller update rule.")
+    controller_lr: float = opt(1e-4, flag="--controller-lr", type=_POSITIVE, group=STRATEGY)
+    entropy_coef: float = opt(0.0, flag="--entropy-coef", type=click.FloatRange(min=0), group=STRATEGY,
+                              help="Entropy bonus of the controller update (the paper: 0).")
+    population: int = opt(20, flag="--population", type=click.IntRange(min=1), group=STRATEGY,
+                          help="Evolution: population size.")
+    tournament: int = opt(5, flag="--tournament", type=click.IntRange(min=1), group=STRATEGY,
+                          help="Evolution: tournament sample size.")
+    # overrides of the preset's ProxySettings: --time-limit, --crop, ... and --proxy-set KEY=VALUE
+    proxy: dict[str, Any] = field(default_factory=dict, metadata={"opt": Opt(
+        flag="--proxy-set", multiple=True, metavar="KEY=VALUE", read=parse_proxy_set, parts=PROXY_FLAGS,
+        group=PROXY,
+        help="Any other proxy-training setting, e.g. stage1_lr=0.007, stage2_batch=16, val_fraction=0.1 "
+             "(repeatable; see segfactory.search.presets.ProxySettings).")})
+    executor: str = opt("local", flag="--executor", type=click.Choice(["local", "ray"]), group=EXECUTOR,
+                        resume=RUNTIME,
+                        help="Where candidates train: one at a time in this process, or in parallel on Ray (the "
+                             "ray extra).")
+    ray_address: str | None = opt(None, flag="--ray-address", group=EXECUTOR, resume=RUNTIME,
+                                  help="Ray cluster to use: auto (the one this machine belongs to) or "
+                                       "ray://HOST:PORT [default: start a local Ray].")
+    workers: int | None = opt(None, flag="--workers", type=click.IntRange(min=1), group=EXECUTOR, resume=RUNTIME,
+                              help="Candidates trained at once (--executor ray) [default: 2].")
+    gpus_per_trial: float | None = opt(
+        None, flag="--gpus-per-trial", type=click.FloatRange(min=0), group=EXECUTOR, resume=RUNTIME,
+        help="GPUs per candidate on Ray (fractions share a GPU) [default: 1 if the search runs on CUDA, else 0].")
+    cpus_per_trial: float = opt(1.0, flag="--cpus-per-trial", type=_POSITIVE, group=EXECUTOR, resume=RUNTIME,
+                                help="CPUs per candidate on Ray (also its torch threads).")
+    max_minutes: float | None = opt(None, flag="--max-minutes", type=_POSITIVE, resume=RUNTIME,
+                                    help="Start no new candidate after this many minutes (the run can be resumed "
+                                         "later).")
+    genotypes: list[dict[str, Any]] = field(default_factory=list, metadata={"opt": Opt(
+        flag="--genotypes", read=read_genotype_list, show=_show_genotypes, group=STRATEGY,
+        help="--strategy list: a file with one architecture per line (zoo name or genotype JSON).")})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.input_size is not None:
+            d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchOptions:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if d.get("input_size") is not None:
+            d["input_size"] = tuple(d["input_size"])
+        return cls(**d)
+
+
+def declared() -> list[tuple[Field, Opt]]:
+    """SearchOptions' fields with their :class:`Opt`, in declaration order."""
+    return [(f, f.metadata["opt"]) for f in fields(SearchOptions)]
+
+
+def cli_default(f: Field) -> Any:
+    """The default of ``f``'s flag: the field's own, unless the flag is read into the field or declares another."""
+    o = f.metadata["opt"]
+    if o.read is not None or o.flag_value is not None:
+        return None
+    return f.default if o.cli_default is _SAME else o.cli_default
+
+
+def runtime_flags() -> list[str]:
+    """The flags a resumed search may change."""
+    return [o.flag for _, o in declared() if o.resume == RUNTIME]
+
+
+def resume_options(saved: SearchOptions, asked: SearchOptions, given: Collection[str] | None, where: Path,
+                   proxy_settings: dict[str, Any]) -> SearchOptions:
+    """The options of a resumed search: ``saved``, with the runtime knobs (and --out) of ``asked``.
+
+    Args:
+        saved: the options in run.json.
+        asked: this run's options.
+        given: the fields the user set explicitly (None: all of them); only these are compared, so a resumed
+            command that omits a flag is not refused for the flag's default.
+        where: the run directory, for the message.
+        proxy_settings: the run's resolved ProxySettings (run.json), which the ``proxy`` entries are checked against.
+
+    Raises:
+        InputError: ``asked`` changes a setting that changes the results.
+    """
+    known = {f.name for f, _ in declared()}
+    names = known if given is None else set(given)
+    if names - known:
+        raise ValueError(f"not SearchOptions fields: {', '.join(sorted(names - known))}")
+    changes = []
+    for f, o in declared():
+        if o.resume != FIXED or f.name not in names:
+            continue
+        if o.parts:  # a dict of ProxySettings overrides: each entry against the setting the run used
+            changes += _proxy_changes(o, asked.proxy, proxy_settings)
+        elif _plain(getattr(saved, f.name)) != _plain(getattr(asked, f.name)):
+            changes.append((_was(o, getattr(saved, f.name)), _written(o, getattr(asked, f.name)) or f"no {o.flag}"))
+    if changes:
+        asked_for = "; ".join(f"{old}, this run asks for {new}" for old, new in changes)
+        raise InputError(f"--resume: {where} was searched {asked_for}; repeat the original settings "
+                         f"(only {', '.join(runtime_flags())} may change)")
+    return replace(saved, **{f.name: getattr(asked, f.name) for f, o in declared() if o.resume != FIXED})
+
+
+def _proxy_changes(o: Opt, asked: dict[str, Any], settings: dict[str, Any]) -> list[tuple[str, str]]:
+    parts = {p.key: p for p in o.parts}
+    changes = []
+    for key, value in asked.items():
+        if _plain(settings.get(key)) == _plain(value):
+            continue
+        part = parts.get(key)
+        if part is None:
+            flag, write = o.flag, lambda v, k=key: f"{k}={json.dumps(_plain(v))}"
+        else:
+            flag, write = part.flag, (_size if part.size else _text)
+        old = settings.get(key)
+        was = f"without {flag}" if old is None and part is not None else f"with {flag} {write(old)}"
+        changes.append((was, f"{flag} {write(value)}"))
+    return changes
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as they come back from run.json."""
+    return json.loads(json.dumps(value))
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _written(o: Opt, value: Any) -> str | None:
+    """``value`` as the command line writes it; None where the flag is absent."""
+    if o.flag_value is not None:
+        return o.flag if value == o.flag_value else None
+    if value is None or (isinstance(value, (list, dict)) and not value):
+        return None
+    return f"{o.flag} {(o.show or _text)(value)}"
+
+
+def _was(o: Opt, value: Any) -> str:
+    written = _written(o, value)
+    return f"with {written}" if written else f"without {o.flag}"

@@ -1,0 +1,44 @@
+"""``state.pt``: the strategy, the early stopper and the proposals in flight, written atomically.
+
+It is saved after each proposal and each trial, so ``kill -9`` loses at most the candidate in progress, which a
+resume re-runs with the same genotype and seed. ``controller.pt`` (PPO) holds the controller's weights alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from segfactory.factory.errors import InputError
+from segfactory.search.early_stop import EarlyStopper
+
+STATE_FORMAT = "segfactory.search-state/1"
+
+
+def save_state(out: Path, strategy, stopper: EarlyStopper, next_index: int, pending: dict[int, dict]) -> None:
+    import torch
+    from segfactory.factory.io import atomic_write
+
+    state = {"format": STATE_FORMAT, "strategy": strategy.state_dict(), "stopper": stopper.state_dict(),
+             "next_index": next_index, "pending": {str(k): v for k, v in pending.items()}}
+    atomic_write(out / "state.pt", lambda p: torch.save(state, p))
+    if getattr(strategy, "name", "") == "ppo":
+        atomic_write(out / "controller.pt", lambda p: torch.save(
+            {"format": "segfactory.controller/1", "feedback": strategy.controller.feedback,
+             "state_dict": strategy.controller.state_dict()}, p))
+
+
+def load_state(out: Path) -> dict[str, Any] | None:
+    import torch
+
+    path = out / "state.pt"
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged file
+        raise InputError(f"{path} cannot be read ({str(e).splitlines()[0][:200]}); "
+                         f"delete it to rebuild the state from trials.jsonl") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise InputError(f"{path} is not a {STATE_FORMAT} file")
+    return state
