@@ -72,5 +72,6 @@ def _complete(data: bytes) -> bool:
 
 def status_of(response: bytes) -> int:
     """The status code of the last response in ``response`` (after an optional 100 Continue)."""
-    lines = [line for line in response.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    # HTTP/1.0 where aiohttp answers a request it could not parse (it cannot know the client's version)
+    lines = [line for line in response.split(b"\r\n") if line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 "))]
     return int(lines[-1].split()[1]) if lines else 0

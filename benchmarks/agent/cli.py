@@ -6,7 +6,20 @@ import logging
 from pathlib import Path
 
 import click
+from segfactory.benchmarks.agent.limits import ACTIVATION_FACTOR, MEMORY_FRACTION
+from segfactory.benchmarks.agent.settings import LIMITS, MAX_SIDE
 from segfactory.factory.commands.options import version
+
+SERVE_HELP = f"""Serve GET /v1/health and POST /v1/measure until interrupted.
+
+\b
+Each request is bounded (400 names the bound):
+  threads     at most this device's CPU cores
+  memory      an estimate (input bytes x {1 + ACTIVATION_FACTOR} + outputs + 2 x model, erring high)
+              at most {MEMORY_FRACTION:g} x this device's total memory (MemTotal)
+  batch       {LIMITS["batch"][0]}..{LIMITS["batch"][1]}; input_size sides at most {MAX_SIDE}
+  duration_s  at most {LIMITS["duration_s"][1]:g}, and the whole build plus measurement at most --timeout-s
+"""
 
 
 @click.group("agent")
@@ -15,7 +28,7 @@ def agent() -> None:
     """Serve latency measurements of uploaded ONNX models on this device (a Jetson, a GPU or CPU host)."""
 
 
-@agent.command("serve")
+@agent.command("serve", help=SERVE_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 for every interface; a token is then required).")
 @click.option("--port", default=8765, show_default=True, type=int, help="TCP port (0: any free port).")
@@ -34,7 +47,6 @@ def agent() -> None:
 @version
 def serve(host: str, port: int, token_file: Path | None, backend: str, cache_dir: Path | None, queue_limit: int,
           insecure_loopback: bool, max_body_mb: float, timeout_s: float) -> None:
-    """Serve GET /v1/health and POST /v1/measure until interrupted."""
     from segfactory.benchmarks.agent.server import AgentConfig, read_token
     from segfactory.benchmarks.agent.server import serve as serve_agent
 

@@ -3,6 +3,8 @@
 Standard library only (``http.client``). Connection errors and 503 (queue full) are retried with
 exponential back-off (honouring ``Retry-After``); every failure ends as one line: InputError for what the
 caller sent (401 token, 400 model or settings, 413 size), RunError for an unreachable or failing device.
+The first contact with an agent URL (in this process) checks that it speaks this client's protocol
+(``settings.PROTOCOL``, reported in /v1/health); another version is a RunError saying which side to upgrade.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.agent.settings import MeasureSettings
+from segfactory.benchmarks.agent.settings import PROTOCOL, MeasureSettings
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.io import atomic_write_json
 
@@ -27,6 +29,7 @@ BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 # connection refused/reset, DNS failures, connect timeouts, a connection closed before a whole answer
 _RETRYABLE = (OSError, http.client.HTTPException)
+_PROTOCOL_CHECKED: set[str] = set()  # agent URLs that answered this client's protocol (in this process)
 
 
 def read_token_file(path: str | Path | None) -> str | None:
@@ -120,9 +123,29 @@ def _request(url: str, method: str, endpoint: str, body: bytes | None, token: st
 
 def health(url: str, token_file: str | Path | None, *, timeout_s: float = 30.0, retries: int = 2,
            backoff_s: float = BACKOFF_S) -> dict[str, Any]:
-    """``GET /v1/health``: the device description, backend, queue length."""
-    return _request(url, "GET", "/v1/health", None, read_token_file(token_file), timeout_s=timeout_s,
-                    connect_timeout_s=CONNECT_TIMEOUT_S, retries=retries, backoff_s=backoff_s)
+    """``GET /v1/health``: the device description, backend, queue length, limits, protocol (checked)."""
+    return _health(url, read_token_file(token_file), timeout_s=timeout_s, connect_timeout_s=CONNECT_TIMEOUT_S,
+                   retries=retries, backoff_s=backoff_s)
+
+
+def _health(url: str, token: str | None, **request: Any) -> dict[str, Any]:
+    answer = _request(url, "GET", "/v1/health", None, token, **request)
+    check_protocol(url, answer.get("protocol"))
+    return answer
+
+
+def check_protocol(url: str, theirs: Any) -> None:
+    """RunError unless ``theirs`` (the agent's /v1/health ``protocol``) is this client's :data:`PROTOCOL`."""
+    if theirs == PROTOCOL:
+        _PROTOCOL_CHECKED.add(url.rstrip("/"))
+        return
+    if isinstance(theirs, int) and theirs > PROTOCOL:
+        fix = "upgrade the client (segfactory on this machine) to the agent's release"
+    else:  # older, or an agent from before protocol versions (no field): the agent is behind
+        fix = ("upgrade the agent (reinstall segfactory-agent on the device from this release, docs/agent.md) "
+               "and restart it")
+    shown = "none (an agent older than protocol versions)" if theirs is None else repr(theirs)
+    raise RunError(f"device agent at {url} speaks protocol {shown}, this client protocol {PROTOCOL}: {fix}")
 
 
 def measure_remote(url: str, token_file: str | Path | None, onnx_bytes: bytes,
@@ -149,6 +172,9 @@ def measure_remote(url: str, token_file: str | Path | None, onnx_bytes: bytes,
                 return json.loads(cache_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 pass  # a torn or foreign file: measure again and overwrite it
+    if url.rstrip("/") not in _PROTOCOL_CHECKED:
+        _health(url, token, timeout_s=min(timeout_s, 60.0), connect_timeout_s=connect_timeout_s, retries=retries,
+                backoff_s=backoff_s)
     endpoint = "/v1/measure?" + urllib.parse.urlencode(settings.to_query())
     result = _request(url, "POST", endpoint, bytes(onnx_bytes), token, timeout_s=timeout_s,
                       connect_timeout_s=connect_timeout_s, retries=retries, backoff_s=backoff_s)

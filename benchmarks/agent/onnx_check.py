@@ -1,5 +1,9 @@
 """Validation of an uploaded ONNX model before anything builds it: parse, reject external data, run the checker.
 
+The checker runs with ``full_check`` (strict shape inference, as ``segfactory export`` checks its own files), so
+a model whose nodes contradict each other is refused here as bad input (400) rather than failing later inside
+the backend (500). The sizes of the input and outputs feed the agent's memory bound (limits.py).
+
 The agent never uses a path from the client; an ONNX file can name external-data files (``location`` fields),
 so a model that has any is refused. Imports ``onnx`` lazily (the device side has onnx, not torch).
 """
@@ -7,6 +11,7 @@ so a model that has any is refused. Imports ``onnx`` lazily (the device side has
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +31,8 @@ class OnnxInfo:
     input_shape: tuple[int, ...]  # resolved: static dims of the graph, the rest from the settings
     dynamic: bool  # the graph's input has a dynamic dimension (trtexec then needs --shapes)
     opset: int | None
+    input_bytes: int = 0  # of the resolved input tensor
+    output_bytes: int = 0  # of the outputs, dynamic dimensions resolved as described in _output_bytes
 
 
 def sha256_hex(data: bytes) -> str:
@@ -46,7 +53,7 @@ def inspect_onnx(data: bytes, settings: MeasureSettings) -> OnnxInfo:
         if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
             raise InputError(f"tensor {tensor.name!r} uses external data; send a self-contained ONNX file")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(model, full_check=True)
     except Exception as e:  # noqa: BLE001 - onnx.checker.ValidationError and C++ errors
         raise InputError(f"ONNX checker: {_one_line(e)}") from None
     initializers = {t.name for t in model.graph.initializer}
@@ -60,9 +67,39 @@ def inspect_onnx(data: bytes, settings: MeasureSettings) -> OnnxInfo:
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
     shape = _resolve(inp.name, dims, settings)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    symbols = {d.dim_param: shape[axis] for axis, d in enumerate(tensor_type.shape.dim) if d.dim_param}
     return OnnxInfo(sha256=sha256_hex(data), size_bytes=len(data), input_name=inp.name,
                     input_type=INPUT_TYPES[tensor_type.elem_type], input_shape=shape,
-                    dynamic=any(d is None for d in dims), opset=opset)
+                    dynamic=any(d is None for d in dims), opset=opset,
+                    input_bytes=math.prod(shape) * _itemsize(tensor_type.elem_type),
+                    output_bytes=_output_bytes(model.graph.output, symbols, shape))
+
+
+def _itemsize(elem_type: int) -> int:
+    import onnx
+
+    try:
+        return int(onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize)
+    except Exception:  # noqa: BLE001 - strings and types numpy lacks: count them as float
+        return 4
+
+
+def _output_bytes(outputs: Any, symbols: dict[str, int], input_shape: tuple[int, ...]) -> int:
+    """Bytes of the graph's outputs: static dims as declared, a dim named like one of the input's as resolved
+    there, any other dynamic dim as the input's dim on the same axis (N, H, W of a segmentation output)."""
+    total = 0
+    for out in outputs:
+        tensor_type = out.type.tensor_type
+        n = 1
+        for axis, d in enumerate(tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                n *= d.dim_value
+            elif d.dim_param in symbols:
+                n *= symbols[d.dim_param]
+            else:
+                n *= input_shape[axis] if axis < len(input_shape) else 1
+        total += n * _itemsize(tensor_type.elem_type)
+    return total
 
 
 def _resolve(name: str, dims: list[int | None], settings: MeasureSettings) -> tuple[int, ...]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -23,82 +22,42 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from segfactory.benchmarks.agent import limits
+from segfactory.benchmarks.agent._http import AgentRunner
+from segfactory.benchmarks.agent._http import json_error as _error
 from segfactory.benchmarks.agent.backends import (
     describe_device,
     device_state,
     select_backend,
     worker_environment,
 )
+from segfactory.benchmarks.agent.config import (  # noqa: F401 - re-exported (tests, the CLI, scripts)
+    MAX_BODY_CAP_MB,
+    AgentConfig,
+    check_config,
+    is_loopback,
+)
 from segfactory.benchmarks.agent.onnx_check import OnnxInfo, inspect_onnx, sha256_hex
-from segfactory.benchmarks.agent.settings import MeasureSettings, read_token  # noqa: F401 - re-exported for the CLI
+from segfactory.benchmarks.agent.settings import (  # noqa: F401 - read_token re-exported for the CLI
+    PROTOCOL,
+    MeasureSettings,
+    read_token,
+)
 from segfactory.factory.errors import InputError, RunError, SegfactoryError
 from segfactory.factory.io import atomic_write_json
 
 log = logging.getLogger("segfactory.agent")
 
 HEALTH_FORMAT = "segfactory.agent-health/1"
-MAX_BODY_CAP_MB = 2047  # onnx.checker cannot take a serialized model of 2 GiB or more
 CHUNK = 1 << 16
-
-
-@dataclass
-class AgentConfig:
-    """How the agent serves. ``token`` None is allowed only on loopback with ``insecure_loopback``."""
-
-    host: str = "127.0.0.1"
-    port: int = 8765
-    token: str | None = None
-    backend: str = "auto"
-    cache_dir: Path | None = None
-    queue_limit: int = 32
-    insecure_loopback: bool = False
-    max_body_mb: float = 64.0
-    timeout_s: float = 900.0
-    lingering_s: float = 5.0  # after a 413, discard (never keep) what the client still sends, so it sees the answer
-
-    @property
-    def max_body_bytes(self) -> int:
-        return int(self.max_body_mb * (1 << 20))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_config(config: AgentConfig) -> None:
-    """Refuse unsafe or impossible configurations with one-line InputErrors."""
-    if config.token is None:
-        if not config.insecure_loopback:
-            raise InputError("refusing to start without a token: give --token-file (or, on loopback only, "
-                             "--insecure-loopback)")
-        if not is_loopback(config.host):
-            raise InputError(f"--insecure-loopback needs a loopback --host, not {config.host}")
-    if not 0 <= config.port <= 65535:
-        raise InputError(f"--port {config.port} is outside 0..65535")
-    if config.queue_limit < 1:
-        raise InputError(f"--queue-limit {config.queue_limit} must be at least 1")
-    if not 0 < config.max_body_mb <= MAX_BODY_CAP_MB:
-        raise InputError(f"--max-body-mb {config.max_body_mb} must be in (0, {MAX_BODY_CAP_MB}]")
-    if config.timeout_s <= 0:
-        raise InputError(f"--timeout-s {config.timeout_s} must be positive")
 
 
 class MeasureTimeout(RunError):
     pass
-
-
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message, "status": status}, status=status, headers=headers or None)
 
 
 class Agent:
@@ -177,11 +136,12 @@ class Agent:
     async def health(self, request: web.Request) -> web.Response:
         device = {**self.device, **await asyncio.to_thread(device_state)}
         return web.json_response({
-            "format": HEALTH_FORMAT, "status": "ok", "backend": self.backend, "device": device,
+            "format": HEALTH_FORMAT, "protocol": PROTOCOL, "status": "ok", "backend": self.backend, "device": device,
             "queue_length": self.pending, "busy": self.lock.locked(), "queue_limit": self.config.queue_limit,
             "max_body_bytes": self.config.max_body_bytes, "timeout_s": self.config.timeout_s,
             "measurements": self.measurements, "cache_entries": len(self.memory),
             "cache_dir": str(self.config.cache_dir) if self.config.cache_dir else None,
+            "limits": limits.describe(),
         })
 
     async def measure(self, request: web.Request) -> web.Response:
@@ -191,6 +151,7 @@ class Agent:
             return _error(415, "send the ONNX file as the raw body (Content-Type: application/octet-stream; "
                                "curl --data-binary @model.onnx)")
         settings = MeasureSettings.from_query(dict(request.query))
+        limits.check_threads(settings.threads)  # before the body is read: a refusal costs nothing
         data = await self._read_body(request)
         if data is None:
             return _error(413, f"body exceeds the agent's limit of {self.config.max_body_bytes} bytes (--max-body-mb)")
@@ -200,6 +161,7 @@ class Agent:
         if cached is not None:
             return web.json_response(self._answer(cached, "hit", t_arrive))
         info = await asyncio.to_thread(inspect_onnx, data, settings)
+        limits.check_memory(info.input_bytes, info.output_bytes, info.size_bytes, info.input_shape)
         if self.pending >= self.config.queue_limit:
             return _error(503, f"queue full ({self.pending} waiting, --queue-limit {self.config.queue_limit})",
                           **{"Retry-After": "2"})
@@ -359,7 +321,7 @@ async def start(config: AgentConfig) -> tuple[Agent, web.AppRunner, str]:
     agent = Agent(config)
     await asyncio.to_thread(__import__, "onnx")  # the validator's import, paid before the first request
     await agent.start_worker()
-    runner = web.AppRunner(agent.app(), access_log=None, lingering_time=config.lingering_s)
+    runner = AgentRunner(agent.app(), access_log=None, lingering_time=config.lingering_s)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:

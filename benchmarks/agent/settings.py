@@ -21,10 +21,17 @@ from typing import Any
 from segfactory.factory.errors import InputError
 from segfactory.factory.io import parse_size
 
+# The version of the HTTP protocol between the client and the agent (endpoints, query parameters, answers).
+# Both sides import it from here; the agent reports it in /v1/health and the client refuses another version.
+# Raise it with any change that an older client or agent would misread.
+PROTOCOL = 1
+
 PRECISIONS = ("fp32", "fp16", "int8")
-# Bounds keep one request from occupying the device for hours; the agent's --timeout-s caps it as well.
+# Bounds keep one request from occupying the device for hours; the agent's --timeout-s caps it as well. They
+# hold on both sides; the agent adds its own device's bounds (threads <= its cores, the memory estimate): limits.py.
 LIMITS = {"batch": (1, 256), "warmup_ms": (0.0, 60_000.0), "iterations": (1, 1_000_000),
           "duration_s": (0.0, 600.0), "threads": (1, 1024)}
+MAX_SIDE = 16384  # largest input height or width
 # Keys a caller may put in a settings mapping that label the request rather than change the measurement
 # (targets.py passes its target name); :meth:`MeasureSettings.coerce` drops them, the agent never sees them.
 LABELS = frozenset({"target"})
@@ -49,6 +56,8 @@ class MeasureSettings:
             value = getattr(self, name)
             if value is not None and not lo <= value <= hi:
                 raise InputError(f"{name}={value} is outside {lo}..{hi}")
+        if self.input_size is not None and max(self.input_size) > MAX_SIDE:
+            raise InputError(f"input_size={self.input_size[0]}x{self.input_size[1]} has a side over {MAX_SIDE}")
 
     @property
     def input_shape(self) -> tuple[int, int, int, int] | None:

@@ -11,18 +11,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
-from segfactory.benchmarks.agent.client import measure_remote, read_token_file
-from segfactory.benchmarks.agent.settings import MeasureSettings
+from segfactory.benchmarks.agent import client
+from segfactory.benchmarks.agent.client import health, measure_remote, read_token_file
+from segfactory.benchmarks.agent.settings import PROTOCOL, MeasureSettings
 from segfactory.factory.errors import InputError, RunError
 
 BODY = b"not really onnx; the fake agent only hashes it"
 
 
 class _FakeAgent(BaseHTTPRequestHandler):
-    """Answers 503 ``busy`` times, then a benchmark JSON of the uploaded bytes."""
+    """Answers 503 ``busy`` times, then a benchmark JSON of the uploaded bytes; /v1/health with ``protocol``."""
 
     busy = 2
+    protocol: ClassVar[int | None] = PROTOCOL  # None: an agent from before protocol versions
     calls: ClassVar[list[tuple[float, str, str]]] = []
+    health_calls: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).health_calls.append(self.path)
+        answer = {"status": "ok"} if self.protocol is None else {"status": "ok", "protocol": self.protocol}
+        self._send(200, answer)
 
     def do_POST(self) -> None:
         import hashlib
@@ -49,8 +57,11 @@ class _FakeAgent(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def fake_agent():
+def fake_agent(monkeypatch):
+    monkeypatch.setattr(client, "_PROTOCOL_CHECKED", set())  # a port may be reused by another test's agent
+    monkeypatch.setattr(_FakeAgent, "protocol", PROTOCOL)
     _FakeAgent.calls = []
+    _FakeAgent.health_calls = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeAgent)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -131,3 +142,26 @@ def test_settings_round_trip_and_validation():
                 {"duration_s": "1e9"}, {"input_size": "360"}, {"color": "red"}):
         with pytest.raises(InputError):
             MeasureSettings.from_query(bad)
+
+
+def test_protocol_is_checked_once_per_agent_url(fake_agent, monkeypatch):
+    monkeypatch.setattr(_FakeAgent, "busy", 0)
+    for _ in range(3):
+        measure_remote(fake_agent, None, BODY, {"input_size": "8x8"}, retries=0)
+    assert _FakeAgent.health_calls == ["/v1/health"] and len(_FakeAgent.calls) == 3
+
+
+@pytest.mark.parametrize("theirs, fix", [(PROTOCOL + 1, "upgrade the client"), (None, "upgrade the agent"),
+                                         (PROTOCOL - 1, "upgrade the agent")])
+def test_another_protocol_is_a_one_line_run_error(fake_agent, theirs, fix):
+    _FakeAgent.protocol = theirs
+    with pytest.raises(RunError) as err:
+        measure_remote(fake_agent, None, BODY, {"input_size": "8x8"}, retries=0)
+    message = str(err.value)
+    assert f"this client protocol {PROTOCOL}" in message and fix in message and "\n" not in message
+    assert (f"speaks protocol {theirs}" if theirs is not None else "speaks protocol none") in message
+    assert _FakeAgent.calls == [], "measured on an agent of another protocol"
+    with pytest.raises(RunError, match=fix):
+        health(fake_agent, None, retries=0)
+    with pytest.raises(RunError, match=fix):  # a failed check is not cached as a pass
+        measure_remote(fake_agent, None, BODY, {"input_size": "8x8"}, retries=0)

@@ -82,3 +82,17 @@ def test_agent_serves_and_measures_without_torch(tmp_path):
             _, err = proc.communicate()
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"blocked" not in err, err.decode()[-2000:]
+
+
+def test_agent_distribution_command_refuses_the_other_commands_in_one_line(capsys):
+    # the `segfactory` command of the segfactory-agent distribution (agent/pyproject.toml)
+    from segfactory.benchmarks.agent.entry import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--arch", "arch0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1
+    assert "'segfactory train' is not part of the segfactory-agent distribution" in err and "full segfactory" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["agent", "serve", "--help"])
+    assert exit_info.value.code == 0 and "--insecure-loopback" in capsys.readouterr().out
