@@ -6,13 +6,14 @@ passed, so a failed export never touches an existing FILE.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from segfactory.export.card import card_path, make_card, publish
 from segfactory.factory.errors import InputError, RunError
 
 FORMATS = ("onnx", "trt")
@@ -69,128 +70,148 @@ def _images(spec: str | None, split: str, count: int, size: tuple[int, int]) -> 
 
 
 def _engine_paths(out: Path) -> tuple[Path, Path]:
-    """(ONNX file the engine is built from, trtexec command file) beside the engine ``out``."""
-    onnx_path = out.with_suffix(".onnx")
-    if onnx_path == out:
-        onnx_path = out.with_name(out.name + ".onnx")
-    return onnx_path, out.with_name(out.name + ".trtexec.txt")
+    """(ONNX file the engine is built from, trtexec command file) beside the engine ``out``.
+
+    Both names extend ``out``'s own (``a.engine`` -> ``a.engine.onnx``), so an engine export never replaces a
+    file that belongs to another export (``a.onnx`` may be another model's).
+    """
+    return out.with_name(out.name + ".onnx"), out.with_name(out.name + ".trtexec.txt")
 
 
-def _place(src: Path, dst: Path) -> Path:
-    """Copy ``src`` over ``dst`` atomically (write beside it, then rename)."""
-    from segfactory.factory.io import atomic_write
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export: everything ``segfactory export`` takes besides the model and ``--out``."""
 
-    return atomic_write(dst, lambda p: shutil.copyfile(src, p))
+    input_size: tuple[int, int]
+    fmt: str = "onnx"  # onnx | trt
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    dynamic_batch: bool = False
+    opset: int = 17
+    data: str | None = None  # images for parity, calibration and mIoU; None: camvid-mini where present
+    calib_images: int = 32
+    parity_images: int = 12
+    output: str = "logits"  # logits | labels
+    input_dtype: str = "float"  # float | uint8
+    exporter: str = "torchscript"  # torchscript | dynamo
+
+    def __post_init__(self) -> None:
+        from segfactory.export.onnx import check_options
+
+        if self.fmt not in FORMATS:
+            raise InputError(f"format {self.fmt!r} is not one of {', '.join(FORMATS)}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        check_options(tuple(self.input_size), self.opset, self.output, self.input_dtype, self.exporter)
+        if self.calib_images < 1 or self.parity_images < 1:
+            raise InputError("--calib-images and the parity image count must be positive")
+        if self.data is not None:
+            from segfactory.factory.datasets import parse_spec
+
+            parse_spec(self.data)
 
 
-def export_model(
-    *,
-    out: str | Path,
-    input_size: tuple[int, int],
-    checkpoint: str | Path | None = None,
-    arch: str | None = None,
-    config=None,
-    fmt: str = "onnx",
-    precision: str = "fp32",
-    dynamic_batch: bool = False,
-    opset: int = 17,
-    data: str | None = None,
-    calib_images: int = 32,
-    parity_images: int = 12,
-    output: str = "logits",
-    input_dtype: str = "float",
-    exporter: str = "torchscript",
-    command: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+def _check_out(out: Path, fmt: str) -> None:
+    """Refuse an --out that cannot be written before any work is done (exit 2, not a late OSError)."""
+    from segfactory.factory.io import check_writable
+
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as model.onnx")
+    if fmt == "onnx" and out.suffix.lower() != ".onnx":
+        raise InputError(f"--out {out}: an ONNX export is written to a .onnx file")
+    check_writable(out, "--out")
+
+
+def _check_memory(model, options: ExportOptions) -> None:
+    from segfactory.export.parity import BATCH
+    from segfactory.factory.memory import check_fits, inference_bytes
+
+    h, w = options.input_size
+    build = lambda: type(model)(model.genotype, model.config)  # noqa: E731 - the same architecture, unweighted
+    # the torch model and ONNX Runtime both run parity batches at the export size
+    need = 2 * inference_bytes(build, (h, w), BATCH)
+    check_fits(need, "cpu", f"exporting at {h}x{w}", "lower --input-size")
+
+
+def export_model(out: str | Path, options: ExportOptions, *, checkpoint: str | Path | None = None,
+                 arch: str | None = None, config=None, command: str | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export a checkpoint or architecture to ``out`` (ONNX or a TensorRT engine) with its model card.
 
     FP32 parity against PyTorch must reach 99.9% argmax agreement or the export fails (RunError).
     Returns a summary: paths, parity of FP32 and of the artefact, mIoU where measured.
     """
-    from segfactory.export.card import card_path, make_card, write_card
-    from segfactory.export.onnx import check_options, export_onnx, graph_io
-    from segfactory.export.parity import check_parity
-
     say = log or (lambda _msg: None)
-    if fmt not in FORMATS:
-        raise InputError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if precision not in PRECISIONS:
-        raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    check_options(input_size, opset, output, input_dtype, exporter)
-    if calib_images < 1 or parity_images < 1:
-        raise InputError("--calib-images and the parity image count must be positive")
     out = Path(out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as model.onnx")
-    if fmt == "onnx" and out.suffix.lower() != ".onnx":
-        raise InputError(f"--out {out}: an ONNX export is written to a .onnx file")
-    explicit_data = data is not None
-    if data is not None:
-        from segfactory.factory.datasets import parse_spec
-
-        parse_spec(data)
-    else:
-        data = _default_data()
-    if precision == "int8" and data is None:
+    _check_out(out, options.fmt)
+    data = options.data if options.data is not None else _default_data()
+    if options.precision == "int8" and data is None:
         raise InputError("--precision int8 needs real calibration images: pass --data SPEC (camvid-mini is absent)")
-
-    say("loading the model")
     model, trained_on, source = load_model(checkpoint, arch, config)
-    images, images_from = _images(data, "val", parity_images, input_size)
-
-    result: dict[str, Any] = {"format": RESULT_FORMAT, "out": str(out), "artefact_format": fmt,
-                              "precision": precision, "input_size": list(input_size), "parity_images": images_from}
+    _check_memory(model, options)
+    images, images_from = _images(data, "val", options.parity_images, options.input_size)
+    result: dict[str, Any] = {"format": RESULT_FORMAT, "out": str(out), "artefact_format": options.fmt,
+                              "precision": options.precision, "input_size": list(options.input_size),
+                              "parity_images": images_from}
     with tempfile.TemporaryDirectory(prefix="segfactory-export-") as tmp:
-        tmp_dir = Path(tmp)
-        fp32 = tmp_dir / "fp32.onnx"
-        say(f"exporting ONNX (opset {opset}, {exporter} exporter)")
-        export_onnx(model, fp32, input_size=input_size, opset=opset, dynamic_batch=dynamic_batch, output=output,
-                    input_dtype=input_dtype, exporter=exporter)
-        say(f"checking FP32 parity against PyTorch on {len(images)} {images_from}")
-        parity32 = check_parity(model, fp32, images, precision="fp32")
-        result["parity_fp32"] = parity32
-        if not parity32["passed"]:
-            raise RunError(
-                f"FP32 ONNX parity failed: argmax agreement {parity32['agreement']:.4%} (needs >= 99.9%), "
-                f"logits within tolerance {parity32['within_tolerance']}, max abs diff {parity32['max_abs_diff']}; "
-                f"{out} was not written"
-            )
-        final, parity = fp32, parity32
-        if precision == "fp16":
-            from segfactory.export.precision import convert_fp16
-
-            say("converting to FP16")
-            final = convert_fp16(fp32, tmp_dir / "fp16.onnx")
-            parity = check_parity(model, final, images, precision="fp16", min_agreement=None)
-        elif precision == "int8":
-            from segfactory.export.precision import quantize_onnx
-
-            calib, calib_from = _images(data, "train", calib_images, input_size)
-            say(f"quantising to INT8 Q/DQ, calibrated on {len(calib)} {calib_from} images")
-            final = quantize_onnx(fp32, tmp_dir / "int8.onnx", calib)
-            parity = check_parity(model, final, images, precision="int8", min_agreement=None)
-            result["calibration"] = {"images": len(calib), "from": calib_from}
-        result["parity"] = parity
-
-        evaluation = None
-        if data is not None and (precision != "fp32" or explicit_data):
-            evaluation = _evaluate(final, fp32 if precision != "fp32" else None, data, model, say)
-            result["evaluation"] = evaluation
-
-        onnx_out, trtexec_file = (out, None) if fmt == "onnx" else _engine_paths(out)
-        io = graph_io(final)
-        card_args = {"model": model, "input_size": input_size, "io": io, "input_dtype": input_dtype,
-                     "output": output, "precision": precision, "dynamic_batch": dynamic_batch,
-                     "evaluation": evaluation, "training_data": trained_on, "source": source, "command": command,
+        final = _export_checked(model, Path(tmp), options, data, images, out, result, say)
+        if data is not None and (options.precision != "fp32" or options.data is not None):
+            fp32 = Path(tmp) / "fp32.onnx" if options.precision != "fp32" else None
+            result["evaluation"] = _evaluate(final, fp32, data, model, say)
+        onnx_out, trtexec_file = (out, None) if options.fmt == "onnx" else _engine_paths(out)
+        card_args = {"model": model, "input_size": options.input_size, "io": graph_io_of(final),
+                     "input_dtype": options.input_dtype, "output": options.output, "precision": options.precision,
+                     "dynamic_batch": options.dynamic_batch, "evaluation": result.get("evaluation"),
+                     "training_data": trained_on, "source": source, "command": command,
                      "class_names": _class_names(model, data)}
-        _place(final, onnx_out)
-        write_card(onnx_out, make_card(onnx_out, artefact_format="onnx", opset=opset, parity=parity, **card_args))
-        result["onnx"] = str(onnx_out)
-        result["card"] = str(card_path(onnx_out))
-        if fmt == "trt":
+        publish(final, onnx_out, make_card(final, name=onnx_out.name, artefact_format="onnx", opset=options.opset,
+                                           parity=result["parity"], **card_args))
+        result["onnx"], result["card"] = str(onnx_out), str(card_path(onnx_out))
+        if options.fmt == "trt":
             result.update(_build_engine(onnx_out, out, trtexec_file, images, card_args, say))
     return result
+
+
+def graph_io_of(path: Path) -> dict[str, Any]:
+    from segfactory.export.onnx import graph_io
+
+    return graph_io(path)
+
+
+def _export_checked(model, tmp: Path, options: ExportOptions, data: str | None, images: np.ndarray, out: Path,
+                    result: dict[str, Any], say: Callable[[str], None]) -> Path:
+    """Export FP32, check its parity (fail: RunError), convert to the asked precision; the final ONNX path."""
+    from segfactory.export.onnx import export_onnx
+    from segfactory.export.parity import check_parity
+
+    fp32 = tmp / "fp32.onnx"
+    say(f"exporting ONNX (opset {options.opset}, {options.exporter} exporter)")
+    export_onnx(model, fp32, input_size=options.input_size, opset=options.opset, dynamic_batch=options.dynamic_batch,
+                output=options.output, input_dtype=options.input_dtype, exporter=options.exporter)
+    say(f"checking FP32 parity against PyTorch on {len(images)} {result['parity_images']}")
+    parity32 = check_parity(model, fp32, images, precision="fp32")
+    result["parity_fp32"] = result["parity"] = parity32
+    if not parity32["passed"]:
+        raise RunError(
+            f"FP32 ONNX parity failed: argmax agreement {parity32['agreement']:.4%} (needs >= 99.9%), "
+            f"logits within tolerance {parity32['within_tolerance']}, max abs diff {parity32['max_abs_diff']}; "
+            f"{out} was not written"
+        )
+    if options.precision == "fp16":
+        from segfactory.export.precision import convert_fp16
+
+        say("converting to FP16")
+        final = convert_fp16(fp32, tmp / "fp16.onnx")
+    elif options.precision == "int8":
+        from segfactory.export.precision import quantize_onnx
+
+        calib, calib_from = _images(data, "train", options.calib_images, options.input_size)
+        say(f"quantising to INT8 Q/DQ, calibrated on {len(calib)} {calib_from} images")
+        final = quantize_onnx(fp32, tmp / "int8.onnx", calib)
+        result["calibration"] = {"images": len(calib), "from": calib_from}
+    else:
+        return fp32
+    result["parity"] = check_parity(model, final, images, precision=options.precision, min_agreement=None)
+    return final
 
 
 def _class_names(model, data: str | None) -> tuple[str, ...] | None:
@@ -228,7 +249,6 @@ def _evaluate(final: Path, fp32: Path | None, data: str, model, say) -> dict[str
 
 def _build_engine(onnx_path: Path, out: Path, trtexec_file: Path, images: np.ndarray,
                   card_args: dict[str, Any], say) -> dict[str, Any]:
-    from segfactory.export.card import card_path, make_card, write_card
     from segfactory.export.tensorrt import (
         EngineConfig,
         check_engine_parity,
@@ -252,8 +272,8 @@ def _build_engine(onnx_path: Path, out: Path, trtexec_file: Path, images: np.nda
         say("building the TensorRT engine")
         engine_from_onnx(onnx_path, engine, config)
         parity = check_engine_parity(onnx_path, engine, images)
-        _place(engine, out)
-    write_card(out, make_card(out, artefact_format="tensorrt", tensorrt_version=tensorrt_version(), parity=parity,
-                              extra={"built_from": onnx_path.name}, **card_args))
+        publish(engine, out, make_card(engine, name=out.name, artefact_format="tensorrt",
+                                       tensorrt_version=tensorrt_version(), parity=parity,
+                                       extra={"built_from": onnx_path.name}, **card_args))
     return {"engine": str(out), "engine_card": str(card_path(out)), "engine_parity": parity,
             "trtexec": str(trtexec_file)}

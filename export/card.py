@@ -70,6 +70,7 @@ def command_line() -> str:
 def make_card(
     artefact: str | Path,
     *,
+    name: str | None = None,
     artefact_format: str,
     model,
     input_size: tuple[int, int],
@@ -88,7 +89,7 @@ def make_card(
     class_names: tuple[str, ...] | list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The card of ``artefact`` (which must exist: its sha256 is taken).
+    """The card of ``artefact`` (which must exist: its sha256 is taken); ``name``: the file name it will have.
 
     ``class_names`` name the classes where the model's config does not (e.g. the dataset's, for an untrained
     architecture); without either they are ``class_<i>``.
@@ -108,7 +109,7 @@ def make_card(
                          "mean": list(config.mean), "std": list(config.std), "formula": "(x / 255 - mean) / std"}
     card: dict[str, Any] = {
         "format": FORMAT,
-        "artefact": {"file": artefact.name, "format": artefact_format, "bytes": artefact.stat().st_size,
+        "artefact": {"file": name or artefact.name, "format": artefact_format, "bytes": artefact.stat().st_size,
                      "sha256": sha256_file(artefact)},
         "precision": precision,
         "opset": opset,
@@ -149,3 +150,60 @@ def _versions(segfactory_version: str) -> dict[str, str | None]:
 
 def write_card(artefact: str | Path, card: dict[str, Any]) -> Path:
     return atomic_write_json(card_path(artefact), card)
+
+
+def publish(src: str | Path, dst: str | Path, card: dict[str, Any]) -> Path:
+    """Put ``src`` at ``dst`` and ``card`` at ``dst.json`` so that no reader ever pairs a file with a stale card.
+
+    Both are written to temporary names beside ``dst`` first; then the old card is removed, the file renamed
+    into place, and the new card renamed beside it. A kill at any point leaves either the old pair, a file with
+    no card, or the new pair; :func:`read_card` also checks the card's sha256 against the file.
+    """
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    src, dst = Path(src), Path(dst)
+    card_dst = card_path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp_files: list[Path] = []
+    try:
+        for suffix in (".artefact.tmp", ".card.tmp"):
+            fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=suffix, dir=dst.parent)
+            os.close(fd)
+            tmp_files.append(Path(tmp))
+        tmp_artefact, tmp_card = tmp_files
+        shutil.copyfile(src, tmp_artefact)
+        tmp_card.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        for path in tmp_files:
+            os.chmod(path, 0o644)
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        card_dst.unlink(missing_ok=True)  # from here until the last rename, the file has no card at all
+        os.replace(tmp_artefact, dst)
+        os.replace(tmp_card, card_dst)
+    finally:
+        for path in tmp_files:
+            path.unlink(missing_ok=True)
+    return dst
+
+
+def read_card(artefact: str | Path) -> dict[str, Any] | None:
+    """The card beside ``artefact``, or None if there is none; :class:`InputError` if it is unreadable or stale
+    (its sha256 is not the file's: the file was replaced after the card was written)."""
+    from segfactory.factory.errors import InputError
+    from segfactory.factory.io import read_json
+
+    artefact = Path(artefact)
+    path = card_path(artefact)
+    if not path.is_file():
+        return None
+    card = read_json(path, "model card")
+    recorded = (card.get("artefact") or {}).get("sha256") if isinstance(card, dict) else None
+    if recorded is None:
+        raise InputError(f"model card {path} is not a {FORMAT} card (no artefact sha256)")
+    if artefact.is_file() and sha256_file(artefact) != recorded:
+        raise InputError(f"model card {path} is stale: it describes another file than {artefact} (sha256 differs); "
+                         f"export again, or delete the card")
+    return card

@@ -13,6 +13,8 @@ from segfactory.factory.commands.options import (
     version,
 )
 
+from segfactory.factory.memory import BOUNDS_HELP
+
 SPEC_HELP = "Real images for parity, calibration and mIoU: camvid:PATH, cityscapes:PATH, folder:PATH or camvid-mini " \
             "[default: camvid-mini where the repository has it]."
 CONFIG_FLAGS = ("num_classes", "agg_size", "sep_repeats", "encoder_weights")
@@ -29,7 +31,8 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--arch", default=None, help="Or an untrained architecture: zoo name, genotype JSON or best.json.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
               help="ONNX file or TensorRT engine.")
-@input_size_option(default=None, help="Input size HxW of the exported graph, e.g. 360x480 (required).")
+@input_size_option(default=None, help="Input size HxW of the exported graph, e.g. 360x480 (required; 8..8192 "
+                                      f"per side). {BOUNDS_HELP}")
 @model_config_options
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="fp16: the graph in FP16; int8: Q/DQ calibrated on --data (TensorRT's explicit quantisation).")
@@ -74,17 +77,18 @@ def export(ctx: click.Context, checkpoint: str | None, arch: str | None, fmt: st
 
         config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
 
-    from segfactory.export.api import export_model
+    from segfactory.export.api import ExportOptions, export_model
+
+    options = ExportOptions(input_size=input_size, fmt=fmt, precision=precision, dynamic_batch=dynamic_batch,
+                            opset=opset, data=data, calib_images=calib_images, output=output,
+                            input_dtype=input_dtype, exporter=exporter)
 
     def log(message: str) -> None:
         if not quiet:
             click.echo(f"• {message}", err=True)
 
-    result = export_model(
-        out=out, input_size=input_size, checkpoint=checkpoint, arch=arch, config=config, fmt=fmt,
-        precision=precision, dynamic_batch=dynamic_batch, opset=opset, data=data, calib_images=calib_images,
-        output=output, input_dtype=input_dtype, exporter=exporter, command=_command(ctx), log=log,
-    )
+    result = export_model(out, options, checkpoint=checkpoint, arch=arch, config=config, command=_command(ctx),
+                          log=log)
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 # (rtol, atol) per precision: FP32 should match to float rounding; FP16 and INT8 are reported, not enforced.
 TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (1e-2, 1e-2), "int8": (5e-2, 5e-2)}
 MIN_AGREEMENT = 0.999
+BATCH = 4  # images per parity batch (bounds the memory of a parity check)
 
 
-def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int = 4) -> np.ndarray:
+def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
     """Float32 logits (N, K, H, W) of ``model`` on uint8 (N, H, W, 3) images (normalised by its config)."""
     import torch
     from segfactory.factory.transforms import normalize
@@ -47,7 +48,7 @@ def check_parity(
     min_agreement: float | None = MIN_AGREEMENT,
     require_close: bool | None = None,
     min_within: float = MIN_AGREEMENT,
-    batch_size: int = 4,
+    batch_size: int = BATCH,
 ) -> dict[str, Any]:
     """Compare ``model`` with the ONNX file on ``images`` (uint8 (N, H, W, 3), resized to the graph's size).
 

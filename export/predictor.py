@@ -37,14 +37,10 @@ def open_session(path: str | Path, threads: int | None = None, providers: list[s
 
 
 def _card_metadata(path: Path) -> dict[str, Any]:
-    card = path.with_name(path.name + ".json")
-    if not card.is_file():
-        return {}
-    try:
-        data = json.loads(card.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The model card beside ``path`` (checked against the file: a stale card is an error), or {}."""
+    from segfactory.export.card import read_card
+
+    return read_card(path) or {}
 
 
 class OnnxPredictor:

@@ -35,15 +35,10 @@ def save_checkpoint(path: str | Path, model, *, metrics: dict[str, Any], train_c
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
     """Load a checkpoint file's dict (weights_only), raising :class:`InputError` one-liners on any problem."""
-    import torch
+    from segfactory.factory.io import load_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any unpickling problem means a bad file
-        raise InputError(f"{what} {path} cannot be read: truncated, corrupt or not a torch file") from None
+    data = load_torch_file(path, what)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise InputError(f"{what} {path} is not a {FORMAT} file (format: {found!r})")

@@ -129,6 +129,8 @@ def _read_raw_mask(path: Path) -> np.ndarray:
             if im.mode in ("P", "L", "1"):
                 return np.asarray(im, dtype=np.uint8).astype(np.int64)
             return np.asarray(im).astype(np.int64)
+    except InputError:
+        raise  # already names the mask (InputError is a ValueError: keep it out of the clause below)
     except FileNotFoundError:
         raise InputError(f"mask {path} does not exist") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -24,17 +24,13 @@ def bundled_path() -> Path:
 
 def read_weights_file(path: str | Path) -> dict[str, Any]:
     """Load and check a segfactory encoder weights file."""
-    import torch
+    from segfactory.factory.io import load_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"encoder weights file {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem means a bad file
-        raise InputError(f"encoder weights file {path} cannot be read: {str(e).splitlines()[0][:200]}") from None
+    data = load_torch_file(path, "encoder weights file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f"encoder weights file {path} is not a {FORMAT} file")
+        raise InputError(f"{path} is not a segfactory encoder weights file (no {FORMAT!r} format field); make one "
+                         "with `segfactory weights import-tflite` or pass bundled, torchvision or none")
     for key in ("state_dict", "padding", "mean", "std"):
         if key not in data:
             raise InputError(f"encoder weights file {path} lacks {key!r}")

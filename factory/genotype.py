@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,17 +101,21 @@ class Genotype:
         if len(self.layers) != NUM_LAYERS:
             raise InputError(f"layers has {len(self.layers)} entries, expected {NUM_LAYERS}")
         for i, t in enumerate(self.templates):
-            _name(t.op_a, OP_NAMES, f"templates[{i}].op_a", "op")
-            _name(t.op_b, OP_NAMES, f"templates[{i}].op_b", "op")
-            _name(t.merge, MERGE_NAMES, f"templates[{i}].merge", "merge")
+            for field, names, kind in (("op_a", OP_NAMES, "op"), ("op_b", OP_NAMES, "op"),
+                                       ("merge", MERGE_NAMES, "merge")):
+                value = getattr(t, field)
+                # ids are read by from_dict/from_actions; a constructed genotype holds names only
+                if _name(value, names, f"templates[{i}].{field}", kind) != value:
+                    raise InputError(f"templates[{i}].{field}={value!r}: a Genotype holds names, not ids "
+                                     f"(use Genotype.from_dict for ids)")
         for l, layer in enumerate(self.layers):
             pool = NUM_ENCODER_INPUTS + l - 1
             _int(layer.input_1, f"layers[{l}].input_1", 0, pool)
             _int(layer.input_2, f"layers[{l}].input_2", 0, pool)
             _int(layer.template, f"layers[{l}].template", 0, NUM_TEMPLATES - 1)
             _int(layer.repeats, f"layers[{l}].repeats", 1, MAX_REPEATS)
-            if layer.stride not in (1, 2) or isinstance(layer.stride, bool):
-                raise InputError(f"layers[{l}].stride={layer.stride!r} must be 1 or 2")
+            if isinstance(layer.stride, bool) or not isinstance(layer.stride, int) or layer.stride not in (1, 2):
+                raise InputError(f"layers[{l}].stride={layer.stride!r} must be 1 or 2 (an integer)")
             if layer.stride == 2 and l >= STRIDED_LAYERS:
                 raise InputError(f"layers[{l}].stride=2 is only allowed in layers 0..{STRIDED_LAYERS - 1}")
 
@@ -186,9 +191,13 @@ class Genotype:
         sizes = action_space()
         if len(actions) != len(sizes):
             raise InputError(f"an action sequence has {len(sizes)} entries, got {len(actions)}")
-        for i, (a, n) in enumerate(zip(actions, sizes)):
-            _int(int(a), f"actions[{i}] ({action_labels()[i]})", 0, n - 1)
-        a = [int(x) for x in actions]
+        a = []
+        for i, (x, n) in enumerate(zip(actions, sizes)):
+            try:
+                x = operator.index(x)  # ints and numpy/torch integers; never a float
+            except TypeError:
+                raise InputError(f"actions[{i}] ({action_labels()[i]})={x!r} is not an integer") from None
+            a.append(_int(x, f"actions[{i}] ({action_labels()[i]})", 0, n - 1))
         templates = tuple(
             Template(OP_NAMES[a[3 * i]], OP_NAMES[a[3 * i + 1]], MERGE_NAMES[a[3 * i + 2]])
             for i in range(NUM_TEMPLATES)

@@ -86,3 +86,48 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_torch_file(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, quietly: any problem is one :class:`InputError` line.
+
+    torch warns on stderr about pickle protocols and the like before failing; those warnings would precede the
+    one-line error the user should see, so they are silenced here (the error says what is wrong).
+    """
+    import warnings
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unpickling problem means a file that is not ours or is damaged
+        raise InputError(f"{what} {path} cannot be read: it is truncated, corrupt or not a segfactory "
+                         f"{what} (segfactory files hold only tensors, numbers and strings)") from None
+
+
+def check_writable(path: str | os.PathLike, what: str, *, folder: bool = False) -> None:
+    """Raise :class:`InputError` unless ``path`` (a file, or with ``folder`` a folder) can be created or written.
+
+    Called before long work, so that an unwritable ``--out`` is reported at once instead of after the job. The
+    path may not exist yet: its nearest existing ancestor must be a folder in which a file can be created.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} exists and is not a folder")
+    probe = path if folder else path.parent
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{what} {path} cannot be created: {probe} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".segfactory-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be written: no permission to create files in {probe} "
+                         f"({e.strerror})") from None

@@ -8,6 +8,7 @@ killed run loses at most the epoch in progress.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, fields
@@ -199,6 +200,14 @@ class TrainConfig:
         self.decoder_lr = dec if self.decoder_lr is None else self.decoder_lr
         if self.epochs < 1 or self.batch_size < 1:
             raise InputError("epochs and batch size must be positive")
+        for name in ("encoder_lr", "decoder_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InputError(f"--{name.replace('_', '-')} {value!r} must be a positive finite number")
+        for name in ("weight_decay", "grad_clip", "poly_power", "momentum"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise InputError(f"--{name.replace('_', '-')} {value!r} must be a finite number >= 0")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise InputError(f"scale range {self.scale} must satisfy 0 < low <= high")
         if self.amp and self.device != "cuda":
@@ -208,6 +217,16 @@ class TrainConfig:
         d = asdict(self)
         d["crop"], d["scale"] = list(self.crop), list(self.scale)
         return d
+
+
+def check_training_memory(genotype, config, cfg: TrainConfig) -> None:
+    """Refuse (InputError) a run whose batches would not fit in the device's memory (see factory.memory)."""
+    from segfactory.factory.memory import check_fits, training_bytes
+    from segfactory.factory.model import SegModel
+
+    need = training_bytes(lambda: SegModel(genotype, config), cfg.crop, cfg.batch_size, cfg.workers)
+    check_fits(need, cfg.device, f"training with batches of {cfg.batch_size} crops of {cfg.crop[0]}x{cfg.crop[1]}",
+               "lower --crop or --batch-size")
 
 
 def _run_files(out: Path) -> dict[str, Path]:
@@ -271,8 +290,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
 
     out = Path(out)
     files = _run_files(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
+    from segfactory.factory.io import check_writable
+
+    check_writable(out, "--out", folder=True)
     present = [p.name for p in files.values() if p.exists()]
     if present and not resume:
         raise InputError(f"{out} already holds a run ({', '.join(present)}); pass --resume to continue it "
@@ -283,18 +303,18 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
     genotype = resolve_arch(cfg.arch)
     train_ds = open_dataset(cfg.data, cfg.train_split, num_classes=cfg.num_classes, ignore_index=cfg.ignore_index)
     val_ds = open_dataset(cfg.data, cfg.val_split, num_classes=cfg.num_classes, ignore_index=cfg.ignore_index)
-    train_ds.check_sizes()
-    val_ds.check_sizes()
     config = ModelConfig.create(train_ds.num_classes, cfg.agg_size, cfg.sep_repeats, cfg.encoder_weights,
                                 tuple(train_ds.class_names))
+    check_training_memory(genotype, config, cfg)  # before any image is read: a bad --crop must not take the host down
+    train_ds.check_sizes()
+    val_ds.check_sizes()
     console = Console(stderr=True, quiet=not progress)
 
     state = None
     if resume:
-        try:
-            state = torch.load(files["last"], map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - any unpickling problem means a bad file
-            raise InputError(f"--resume: {files['last']} cannot be read (truncated or corrupt)") from None
+        from segfactory.factory.io import load_torch_file
+
+        state = load_torch_file(files["last"], "--resume: training state")
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise InputError(f"--resume: {files['last']} is not a {STATE_FORMAT} file")
         _check_resumable(state, cfg, files["last"])
@@ -358,7 +378,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
                     logits = model(images, native=True)  # (N, K, h, w) at the decoder's finest stride
                 loss = seg_loss(logits, masks, train_ds.ignore_index)
                 if not torch.isfinite(loss):
-                    raise RunError(f"the loss became {float(loss)} at epoch {epoch + 1}; lower the learning rates")
+                    raise RunError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}; lower the learning rates")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.grad_clip > 0:

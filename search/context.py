@@ -59,8 +59,9 @@ class RunContext:
 
 
 def _prepare_out(out: Path, resume: bool) -> dict[str, Any] | None:
-    from segfactory.factory.io import read_json
+    from segfactory.factory.io import check_writable, read_json
 
+    check_writable(out, "--out", folder=True)
     if resume:
         if not (out / "run.json").is_file():
             raise InputError(f"--resume: {out} holds no search to resume (no run.json)")

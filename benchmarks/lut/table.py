@@ -9,6 +9,7 @@ prove its genotypes are disjoint from them. Missing units can be measured on dem
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,11 @@ from segfactory.factory.io import atomic_write_json, read_json
 
 FORMAT = "segfactory.lut/1"
 CONFIG_FIELDS = ("num_classes", "agg_size", "sep_repeats", "encoder_padding")
+
+
+def _finite(x: Any) -> bool:
+    """A real number that is not NaN or infinite (JSON from other tools may hold NaN)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def config_part(config: ModelConfig) -> dict[str, Any]:
@@ -74,12 +80,15 @@ class Lut:
             if not isinstance(data.get(field), kind):
                 raise InputError(f"lookup table {path}: field {field!r} is missing or not a {kind.__name__}")
         for sig, e in data["entries"].items():
-            if not isinstance(e, dict) or not isinstance(e.get("ms"), (int, float)) or e["ms"] < 0:
-                raise InputError(f"lookup table {path}: entry {sig!r} has no valid 'ms'")
+            if not isinstance(e, dict) or not _finite(e.get("ms")) or e["ms"] < 0:
+                raise InputError(f"lookup table {path}: entry {sig!r} has no valid 'ms' (a finite number >= 0, "
+                                 f"got {e.get('ms') if isinstance(e, dict) else e!r})")
+            if e.get("ref_ms") is not None and not (_finite(e["ref_ms"]) and e["ref_ms"] > 0):
+                raise InputError(f"lookup table {path}: entry {sig!r} has an invalid 'ref_ms' {e['ref_ms']!r}")
         oh = data.get("overhead")
-        if oh is not None and not (isinstance(oh, dict) and all(isinstance(oh.get(k), (int, float))
-                                                                 for k in ("intercept_ms", "scale"))):
-            raise InputError(f"lookup table {path}: field 'overhead' needs numbers intercept_ms and scale")
+        if oh is not None and not (isinstance(oh, dict) and all(_finite(oh.get(k)) for k in ("intercept_ms", "scale"))
+                                   and _finite(oh.get("per_node_ms", 0.0))):
+            raise InputError(f"lookup table {path}: field 'overhead' needs finite numbers intercept_ms and scale")
         return cls(data, path)
 
     def save(self, path: str | Path | None = None) -> Path:

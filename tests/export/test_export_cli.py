@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 from segfactory.export.tensorrt import tensorrt_available
@@ -158,6 +159,54 @@ def test_trt_without_tensorrt_writes_onnx_and_trtexec_command(setup, capsys, tmp
     assert engine.read_bytes() == b"previous engine"
     command = (tmp_path / "model.engine.trtexec.txt").read_text()
     assert command.startswith("trtexec ") and "--stronglyTyped" in command
-    assert f"--onnx={tmp_path / 'model.onnx'}" in command and "--maxShapes=image:8x3x48x64" in command
-    card = json.loads((tmp_path / "model.onnx.json").read_text())
-    assert card["artefact"]["sha256"] == hashlib.sha256((tmp_path / "model.onnx").read_bytes()).hexdigest()
+    assert f"--onnx={tmp_path / 'model.engine.onnx'}" in command and "--maxShapes=image:8x3x48x64" in command
+    card = json.loads((tmp_path / "model.engine.onnx.json").read_text())
+    assert card["artefact"]["sha256"] == hashlib.sha256((tmp_path / "model.engine.onnx").read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT and CUDA are present: the engine is built")
+def test_trt_export_never_replaces_another_models_onnx(setup, capsys, tmp_path):
+    """Issue 15.1: `--format trt --out ex/a.engine` used to write its ONNX over ex/a.onnx (another model's)."""
+    import torch
+
+    _root, data, ckpt = setup
+    other = tmp_path / "other.pt"
+    torch.manual_seed(7)
+    save_checkpoint(other, build_model(ZOO["arch1"], CONFIG, load_weights=False), metrics={},
+                    train_config={"arch": "arch1", "data": data})
+    code, _, err = run_cli(["export", "--checkpoint", ckpt, "--input-size", "48x64", "--data", data, "--out",
+                            tmp_path / "a.onnx", "-q"], capsys)
+    assert code == 0, err
+    before = {name: (tmp_path / name).read_bytes() for name in ("a.onnx", "a.onnx.json")}
+    code, _, err = run_cli(["export", "--checkpoint", other, "--format", "trt", "--input-size", "48x64", "--data",
+                            data, "--out", tmp_path / "a.engine", "-q"], capsys)
+    assert code == 1 and "a.engine.onnx" in one_line_error(err)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before  # byte-identical
+
+
+def test_unwritable_out_is_refused_before_any_work(setup, capsys, tmp_path, monkeypatch):
+    """Issue 15.5: an --out under a file (or in a read-only folder) is exit 2 before the export runs."""
+    from segfactory.export import onnx as onnx_export
+
+    def never(*args, **kwargs):
+        raise AssertionError("the export ran although --out cannot be written")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", never)
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(["export", "--arch", "arch0", "--encoder-weights", "none", "--input-size", "48x64",
+                            "--out", tmp_path / "afile" / "m.onnx", "-q"], capsys)
+    assert code == 2 and "is a file" in one_line_error(err)
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        code, _, err = run_cli(["export", "--arch", "arch0", "--encoder-weights", "none", "--input-size", "48x64",
+                                "--out", ro / "m.onnx", "-q"], capsys)
+        assert code == 2 and "cannot be written" in one_line_error(err)
+
+
+def test_export_size_beyond_memory_is_refused(capsys, tmp_path):
+    """Issue 15.2: `export --input-size` is bounded by the host's memory (estimated before exporting)."""
+    code, _, err = run_cli(["export", "--arch", "arch0", "--encoder-weights", "none", "--input-size", "8000x8000",
+                            "--out", tmp_path / "m.onnx", "-q"], capsys)
+    assert code == 2 and "estimated" in one_line_error(err) and "--input-size" in err
+    assert list(tmp_path.iterdir()) == []

@@ -119,3 +119,25 @@ def test_load_and_resolve(tmp_path):
 def test_genotype_is_frozen():
     with pytest.raises(AttributeError):
         ZOO["arch0"].layers = ()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("field, value", [(4, 1.0), (4, 2.0), (3, 2.0), (0, 1.0), (4, True), (4, "2")])
+def test_layer_numbers_must_be_integers(field, value):
+    """Issue 15.4: a float stride passed validation and failed later with a raw TypeError (exit 1)."""
+    from segfactory.factory.errors import InputError
+    from segfactory.factory.zoo import ZOO
+
+    data = ZOO["arch0"].to_dict()
+    data["layers"][0][field] = value
+    with pytest.raises(InputError):
+        Genotype.from_dict(data)
+
+
+def test_actions_must_be_integers():
+    from segfactory.factory.errors import InputError
+    from segfactory.factory.zoo import ZOO
+
+    actions = ZOO["arch0"].to_actions()
+    actions[3] = 1.0
+    with pytest.raises(InputError, match="not an integer"):
+        Genotype.from_actions(actions)

@@ -181,3 +181,31 @@ def test_bad_label_in_a_loader_worker_is_one_clear_error(tmp_path):
     Image.fromarray(bad).save(tmp_path / "d" / "trainannot" / "seq_0002.png")
     with pytest.raises(InputError, match=r"^mask .*seq_0002.png has label value 40 out of range"):
         train(_cfg(f"camvid:{tmp_path / 'd'}", 1, workers=1), tmp_path / "run", progress=False)
+
+
+def test_crop_beyond_memory_is_refused_before_reading_images(tmp_path):
+    """Issue 15.2: `--crop 4000x4000 --batch-size 8` once grew to 22 GB and was killed by the kernel.
+
+    Run under RLIMIT_AS (6 GiB) and a timeout, so the old behaviour fails this test instead of the machine."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    args = [sys.executable, "-m", "segfactory.factory.cli", "train", "--arch", "arch0", "--data", "camvid-mini",
+            "--epochs", "1", "--crop", "4000x4000", "--batch-size", "8", "-q", "--out", str(tmp_path / "t")]
+    res = subprocess.run(args, preexec_fn=limit, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 2, res.stderr[-800:]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "estimated" in lines[0] and "GiB" in lines[0] and "--crop" in lines[0], res.stderr
+    assert not (tmp_path / "t").exists() or not any((tmp_path / "t").iterdir())
+
+
+def test_bad_learning_rate_is_exit_2_and_one_line(tmp_path):
+    """Issue 15.9: `--decoder-lr nan` printed a torch warning before failing at the first step (exit 1)."""
+    args = [sys.executable, "-m", "segfactory.factory.cli", "train", "--arch", "arch0", "--data", "camvid-mini",
+            "--epochs", "1", "--decoder-lr", "nan", "-q", "--out", str(tmp_path / "t")]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 2
+    assert [line for line in res.stderr.splitlines() if line.strip()] == [
+        "Error: --decoder-lr nan must be a positive finite number"]
