@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -60,31 +61,27 @@ def run_bench(specs: Sequence[ModelSpec], *, backend: str, input_size: tuple[int
     if backend == "ort" and threads is None:
         threads = 1
     if backend == "trt":  # fail before any export when the backend is missing
-        from segfactory.benchmarks.trt_runner import _import_trt
+        from segfactory.export.tensorrt import require_tensorrt
 
-        _import_trt()
+        require_tensorrt()
     elif backend == "trtexec":
         from segfactory.benchmarks.trtexec import find_trtexec
 
         find_trtexec()
-    with tempfile.TemporaryDirectory(prefix="segfactory-bench-") as tmp:
+    # the stack closes every runner made so far (also when a later one fails), before the folder goes
+    with tempfile.TemporaryDirectory(prefix="segfactory-bench-") as tmp, ExitStack() as stack:
         if backend == "trtexec":
             return _run_trtexec(specs, Path(tmp), input_size, batch, precision, warmup_ms, min_seconds)
-        runners = []
+        runners = [stack.enter_context(make_runner(s, backend, input_size=input_size, batch=batch, threads=threads,
+                                                   workdir=Path(tmp), device=device, precision=precision))
+                   for s in specs]
+        bar = _progress(rounds) if progress else None
         try:
-            for s in specs:
-                runners.append(make_runner(s, backend, input_size=input_size, batch=batch, threads=threads,
-                                           workdir=Path(tmp), device=device, precision=precision))
-            bar = _progress(rounds) if progress else None
-            try:
-                results = measure_interleaved(runners, warmup_ms=warmup_ms, min_seconds=min_seconds, rounds=rounds, seed=seed,
-                                              on_round=bar[1] if bar else None)
-            finally:
-                if bar:
-                    bar[0].stop()
+            results = measure_interleaved(runners, warmup_ms=warmup_ms, min_seconds=min_seconds, rounds=rounds,
+                                          seed=seed, on_round=bar[1] if bar else None)
         finally:
-            for r in runners:
-                r.close()
+            if bar:
+                bar[0].stop()
     for res, s in zip(results, specs):
         res["model"] = s.name
     return results

@@ -4,13 +4,16 @@ TensorRT engines and torchvision's reference segmentation models, turned into ru
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segfactory.factory.config import ModelConfig
-from segfactory.factory.errors import InputError, RunError
+from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype
+from segfactory.factory.registry import Registry
 
 REFERENCES = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large")
 
@@ -84,30 +87,56 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "model"
 
 
-def make_runner(spec: ModelSpec, backend: str, *, input_size: tuple[int, int], batch: int = 1,
-                threads: int | None = None, workdir: Path, device: str = "cpu", precision: str = "fp32"):
-    """A runner of ``spec`` on ``backend`` (ort | torch | trt); trtexec is run by :func:`run_trtexec`."""
-    shape = (batch, 3, *input_size)
-    if backend == "torch":
-        from segfactory.benchmarks.runners import TorchRunner
+# Runner backends: name -> factory(spec, *, shape, threads, workdir, device, precision) -> Runner. trtexec is not
+# here: it times a whole run in a subprocess (benchmarks.trtexec.run_trtexec), not one inference at a time.
+RunnerFactory = Callable[..., Any]
+RUNNERS: Registry[RunnerFactory] = Registry("runner backend")
 
-        return TorchRunner(torch_module(spec), shape, device=device, threads=threads, name=spec.name)
-    if backend in ("ort", "ort-cuda", "ort-tensorrt"):
+
+def _ort(provider: str) -> RunnerFactory:
+    def make(spec: ModelSpec, *, shape, threads, workdir, device, precision):
         from segfactory.benchmarks.runners import OrtRunner
 
-        provider = {"ort": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}[backend]
         if spec.path is not None and spec.path.suffix.lower() != ".onnx":
             raise InputError(f"{spec.path}: backend ort needs an .onnx file")
-        path = export_to(spec, workdir, input_size, batch)
+        path = export_to(spec, workdir, shape[2:], shape[0])
         return OrtRunner(path, input_shape=shape, threads=threads, provider=provider, name=spec.name,
                          fp16=precision == "fp16")
-    if backend == "trt":
-        from segfactory.benchmarks.trt_runner import TensorRTRunner
 
-        path = export_to(spec, workdir, input_size, batch)
-        return TensorRTRunner(path, input_shape=shape, precision=precision,
-                              name=spec.name)
-    raise InputError(f"backend {backend!r} is not one of ort, torch, trt, trtexec")
+    return make
+
+
+RUNNERS.register("ort", _ort("cpu"), help="ONNX Runtime, CPU execution provider")
+RUNNERS.register("ort-cuda", _ort("cuda"), help="ONNX Runtime, CUDA execution provider")
+RUNNERS.register("ort-tensorrt", _ort("tensorrt"), help="ONNX Runtime, TensorRT execution provider")
+
+
+@RUNNERS.register("torch", help="PyTorch eager on --device (a segfactory model, checkpoint or reference)")
+def _torch(spec: ModelSpec, *, shape, threads, workdir, device, precision):
+    from segfactory.benchmarks.runners import TorchRunner
+
+    return TorchRunner(torch_module(spec), shape, device=device, threads=threads, name=spec.name)
+
+
+@RUNNERS.register("trt", help="TensorRT Python API: an engine file, or one built from the ONNX")
+def _trt(spec: ModelSpec, *, shape, threads, workdir, device, precision):
+    from segfactory.benchmarks.trt_runner import TensorRTRunner
+
+    path = export_to(spec, workdir, shape[2:], shape[0])
+    return TensorRTRunner(path, input_shape=shape, precision=precision, name=spec.name)
+
+
+def make_runner(spec: ModelSpec, backend: str, *, input_size: tuple[int, int], batch: int = 1,
+                threads: int | None = None, workdir: Path, device: str = "cpu", precision: str = "fp32"):
+    """A runner of ``spec`` on ``backend`` (a name in :data:`RUNNERS`); trtexec is run by :func:`run_trtexec`.
+
+    The runner is a context manager: ``with make_runner(...) as runner:`` closes it.
+    """
+    if backend not in RUNNERS:
+        note = " (trtexec times whole runs: benchmarks.trtexec.run_trtexec)" if backend == "trtexec" else ""
+        raise InputError(f"backend {backend!r} is not one of {', '.join(RUNNERS)}{note}")
+    return RUNNERS.get(backend)(spec, shape=(batch, 3, *input_size), threads=threads, workdir=workdir,
+                                device=device, precision=precision)
 
 
 def measure_genotypes_ort(genotypes: list[Genotype], config: ModelConfig, input_size: tuple[int, int], *,
@@ -116,19 +145,11 @@ def measure_genotypes_ort(genotypes: list[Genotype], config: ModelConfig, input_
     """Export every genotype, then time them all on ONNX Runtime CPU, interleaved (benchmark JSON each)."""
     from segfactory.benchmarks.harness import measure_interleaved
 
-    with tempfile.TemporaryDirectory(prefix="segfactory-bench-") as tmp:
-        runners = [make_runner(ModelSpec(g.key(), genotype=g, config=config), "ort", input_size=input_size,
-                               threads=threads, workdir=Path(tmp)) for g in genotypes]
-        try:
-            return measure_interleaved(runners, warmup_ms=warmup_ms, min_seconds=min_seconds, rounds=rounds,
-                                       seed=seed, on_round=on_round)
-        finally:
-            for r in runners:
-                r.close()
+    # the stack closes every runner made so far (also when a later one fails), before the folder goes
+    with tempfile.TemporaryDirectory(prefix="segfactory-bench-") as tmp, ExitStack() as stack:
+        runners = [stack.enter_context(make_runner(ModelSpec(g.key(), genotype=g, config=config), "ort",
+                                                   input_size=input_size, threads=threads, workdir=Path(tmp)))
+                   for g in genotypes]
+        return measure_interleaved(runners, warmup_ms=warmup_ms, min_seconds=min_seconds, rounds=rounds,
+                                   seed=seed, on_round=on_round)
 
-
-def require_export() -> None:
-    try:
-        import segfactory.export.onnx  # noqa: F401
-    except ImportError as e:
-        raise RunError(f"ONNX export is not available: {e}") from None

@@ -87,10 +87,6 @@ class KernelList:
 
 
 BYTES = {"fp16": 2, "int8": 1, "fp32": 4}
-_FUSED = {"relu", "relu_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "sigmoid", "add", "add_",
-          "mul", "mul_", "sub", "div", "clamp", "clamp_", "_native_batch_norm_legit_no_training",
-          "native_batch_norm", "batch_norm", "_native_batch_norm_legit", "hardtanh", "hardtanh_",
-          "relu6", "silu", "silu_", "gelu"}
 _MEMORY = {"max_pool2d_with_indices", "max_pool2d", "upsample_bilinear2d", "upsample_nearest2d", "cat",
            "mean", "avg_pool2d", "_adaptive_avg_pool2d", "adaptive_avg_pool2d", "repeat", "constant_pad_nd"}
 

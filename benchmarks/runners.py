@@ -2,8 +2,10 @@
 
 The timing loop lives in :mod:`segfactory.benchmarks.harness`; a runner only owns its backend's session,
 its input buffers and the clock appropriate to it (``perf_counter`` on a CPU, CUDA events on a GPU).
-TensorRT runners live in :mod:`segfactory.benchmarks.trt_runner` and :mod:`segfactory.benchmarks.trtexec`.
-Heavy imports (torch, onnxruntime) happen inside the constructors.
+Every runner is a context manager (``with OrtRunner(...) as r:``) that closes itself on the way out.
+The TensorRT runner lives in :mod:`segfactory.benchmarks.trt_runner` (over export's ``EngineSession``); trtexec
+times whole runs in a subprocess (:mod:`segfactory.benchmarks.trtexec`). Backends are looked up by name in
+:data:`segfactory.benchmarks.models.RUNNERS`. Heavy imports (torch, onnxruntime) happen inside the constructors.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from segfactory.factory.errors import InputError, RunError
-
-BACKENDS = ("ort", "torch", "trt", "trtexec")
 
 
 @runtime_checkable
@@ -33,6 +33,19 @@ class Runner(Protocol):
 
     def close(self) -> None:
         """Release sessions and buffers."""
+
+
+class RunnerBase:
+    """What every runner shares: ``with runner:`` closes it, whatever happens inside."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def cpu_description() -> str:
@@ -58,7 +71,7 @@ def _set_torch_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-class TorchRunner:
+class TorchRunner(RunnerBase):
     """PyTorch eager (``model.eval()``, ``no_grad``) on CPU or CUDA; CUDA timing with events + synchronize."""
 
     def __init__(self, model: Any, input_shape: tuple[int, ...], *, device: str = "cpu",
@@ -110,7 +123,7 @@ ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
 
 
-class OrtRunner:
+class OrtRunner(RunnerBase):
     """ONNX Runtime: CPU (threads fixed: intra-op = ``threads``, inter-op 1, sequential) or the CUDA/TensorRT EPs.
 
     ``model`` is a path or the serialized bytes of an ONNX model. Dynamic dimensions of the input take

@@ -91,16 +91,3 @@ def share_within(measured: Sequence[float], predicted: Sequence[float], toleranc
     if len(measured) != len(predicted) or not measured:
         raise InputError("share_within needs two non-empty paired samples")
     return sum(abs(p - m) <= tolerance * m for m, p in zip(measured, predicted)) / len(measured)
-
-
-def linear_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Least-squares ``y ~ a + b x``; returns (a, b). With one distinct x, b = 1 and a = mean(y - x)."""
-    n = len(x)
-    if n == 0 or n != len(y):
-        raise InputError("linear_fit needs two non-empty paired samples")
-    mx, my = sum(x) / n, sum(y) / n
-    sxx = sum((v - mx) ** 2 for v in x)
-    if sxx <= 1e-12 * max(1.0, mx * mx):
-        return my - mx, 1.0
-    b = sum((u - mx) * (v - my) for u, v in zip(x, y)) / sxx
-    return my - b * mx, b

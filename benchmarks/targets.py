@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,9 @@ from typing import Any
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import Genotype
+from segfactory.factory.registry import Registry
 
 ALIASES = {"jetson-orin": "jetson-orin-nano"}
-TARGET_HELP = {
-    "cpu": "this host, ONNX Runtime CPU (measured; 1 thread by default) or --lut",
-    "cuda": "a local CUDA GPU (TensorRT, else ONNX Runtime CUDA, else torch), measured",
-    "jetson-orin-nano": "Jetson Orin Nano 8GB, MAXN_SUPER: agent URL, --lut, or estimated",
-    "jetson-orin-nx": "Jetson Orin NX 16GB, MAXN: agent URL, --lut, or estimated",
-    "jetson-agx-orin": "Jetson AGX Orin 64GB, MAXN: agent URL, --lut, or estimated",
-    "jetson-orin": "alias of jetson-orin-nano",
-}
-SOURCES = ("measured", "lut", "estimated")
 
 
 @dataclass(frozen=True)
@@ -40,10 +33,6 @@ class LatencyResult:
     ms: float
     source: str  # measured | lut | estimated
     detail: dict = field(default_factory=dict)
-
-
-def target_names() -> list[str]:
-    return list(TARGET_HELP)
 
 
 def _export_bytes(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int) -> bytes:
@@ -123,12 +112,9 @@ class CpuTarget(LutMixin, Target):
         from segfactory.benchmarks.harness import measure
         from segfactory.benchmarks.runners import OrtRunner
 
-        runner = OrtRunner(_export_bytes(genotype, config, input_size, batch), input_shape=(batch, 3, *input_size),
-                           threads=self.threads, name=genotype.key())
-        try:
+        with OrtRunner(_export_bytes(genotype, config, input_size, batch), input_shape=(batch, 3, *input_size),
+                       threads=self.threads, name=genotype.key()) as runner:
             res = measure(runner, warmup_ms=self.warmup_ms, min_seconds=self.min_seconds)
-        finally:
-            runner.close()
         return LatencyResult(res["median_ms"], "measured", res)
 
     def describe(self):
@@ -162,14 +148,11 @@ class CudaTarget(Target):
         from segfactory.benchmarks.harness import measure
         from segfactory.benchmarks.models import ModelSpec, make_runner
 
-        with tempfile.TemporaryDirectory(prefix="segfactory-cuda-") as tmp:
-            runner = make_runner(ModelSpec(genotype.key(), genotype=genotype, config=config), self.backend,
-                                 input_size=input_size, batch=batch, workdir=Path(tmp), device="cuda",
-                                 precision=self.precision if self.backend == "trt" else "fp32")
-            try:
-                res = measure(runner, min_seconds=self.min_seconds)
-            finally:
-                runner.close()
+        with tempfile.TemporaryDirectory(prefix="segfactory-cuda-") as tmp, \
+                make_runner(ModelSpec(genotype.key(), genotype=genotype, config=config), self.backend,
+                            input_size=input_size, batch=batch, workdir=Path(tmp), device="cuda",
+                            precision=self.precision if self.backend == "trt" else "fp32") as runner:
+            res = measure(runner, min_seconds=self.min_seconds)
         return LatencyResult(res["median_ms"], "measured", res)
 
 
@@ -242,22 +225,53 @@ def warn(message: str) -> None:
         print(f"WARNING: {message}", file=sys.stderr)
 
 
+# name -> factory(name, *, requested, lut, device_url, device_token_file, threads) -> Target; ``requested`` is the
+# name as the user typed it (an alias, say), for messages. Each factory refuses the options that do not apply.
+TargetFactory = Callable[..., Target]
+TARGETS: Registry[TargetFactory] = Registry("target")
+
+
+@TARGETS.register("cpu", help="this host, ONNX Runtime CPU (measured; 1 thread by default) or --lut")
+def _cpu(name: str, *, requested: str, lut, device_url, device_token_file, threads) -> Target:
+    if device_url is not None:
+        raise InputError(f"target {requested} is measured on this host; --device-url is for jetson-* targets")
+    return CpuTarget(lut=lut, threads=threads)
+
+
+@TARGETS.register("cuda", help="a local CUDA GPU (TensorRT, else ONNX Runtime CUDA, else torch), measured")
+def _cuda(name: str, *, requested: str, lut, device_url, device_token_file, threads) -> Target:
+    if device_url is not None:
+        raise InputError(f"target {requested} is measured on this host; --device-url is for jetson-* targets")
+    if lut is not None:
+        raise InputError("target cuda is measured directly; --lut is for cpu and jetson-* targets")
+    return CudaTarget()
+
+
+def _jetson(name: str, *, requested: str, lut, device_url, device_token_file, threads) -> Target:
+    if threads is not None:
+        raise InputError(f"target {requested} takes no thread count (it is a GPU target)")
+    return JetsonTarget(name, lut=lut, device_url=device_url, device_token_file=device_token_file)
+
+
+TARGETS.register("jetson-orin-nano", _jetson, help="Jetson Orin Nano 8GB, MAXN_SUPER: agent URL, --lut, or estimated")
+TARGETS.register("jetson-orin-nx", _jetson, help="Jetson Orin NX 16GB, MAXN: agent URL, --lut, or estimated")
+TARGETS.register("jetson-agx-orin", _jetson, help="Jetson AGX Orin 64GB, MAXN: agent URL, --lut, or estimated")
+
+# Every name a user may type (aliases last) -> one line of help.
+TARGET_HELP = {**{n: TARGETS.help(n) for n in TARGETS}, **{a: f"alias of {t}" for a, t in ALIASES.items()}}
+
+
+def target_names() -> list[str]:
+    return list(TARGET_HELP)
+
+
 def get_target(name: str, *, lut: str | Path | None = None, device_url: str | None = None,
                device_token_file: str | None = None, threads: int | None = None) -> Target:
     """The target called ``name`` (see the module docstring); unknown names raise :class:`InputError`."""
     canonical = ALIASES.get(name, name)
-    if canonical not in TARGET_HELP:
+    if canonical not in TARGETS:
         raise InputError(f"unknown target {name!r}; valid targets: {', '.join(target_names())}")
     if threads is not None and threads < 1:
         raise InputError(f"threads={threads} must be at least 1")
-    if canonical.startswith("jetson-"):
-        if threads is not None:
-            raise InputError(f"target {name} takes no thread count (it is a GPU target)")
-        return JetsonTarget(canonical, lut=lut, device_url=device_url, device_token_file=device_token_file)
-    if device_url is not None:
-        raise InputError(f"target {name} is measured on this host; --device-url is for jetson-* targets")
-    if canonical == "cpu":
-        return CpuTarget(lut=lut, threads=threads)
-    if lut is not None:
-        raise InputError("target cuda is measured directly; --lut is for cpu and jetson-* targets")
-    return CudaTarget()
+    return TARGETS.get(canonical)(canonical, requested=name, lut=lut, device_url=device_url,
+                                  device_token_file=device_token_file, threads=threads)

@@ -1,9 +1,13 @@
 """TensorRT engines from ONNX files, with the TensorRT 10.3+/11 Python API; ``tensorrt`` is imported lazily.
 
-The network is strongly typed, so its precision comes from the graph: the FP16 ONNX for FP16, the Q/DQ ONNX
-for INT8 (no precision builder flags, no implicit-quantisation calibrators: TensorRT 11 removed both). The
-builder gets a workspace limit through the memory-pool API, a timing cache, and an optimisation profile when
+Building: the network is strongly typed, so its precision comes from the graph: the FP16 ONNX for FP16, the
+Q/DQ ONNX for INT8 (no precision builder flags, no implicit-quantisation calibrators: TensorRT 11 removed both).
+The builder gets a workspace limit through the memory-pool API, a timing cache, and an optimisation profile when
 the batch dimension is dynamic. Parser errors are all reported at once.
+
+Running: :class:`EngineSession` (deserialise, bind device buffers, run or time), used by the parity check here
+and by the benchmark runner (``segfactory.benchmarks.trt_runner``); its CUDA memory comes from
+:mod:`segfactory.export.cuda_buffers` (torch or cuda-python).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from segfactory.export.cuda_buffers import cuda_buffers
 from segfactory.factory.errors import InputError, RunError
 
 MIN_VERSION = (10, 3)
@@ -163,34 +168,135 @@ def tensorrt_version() -> str | None:
     return str(trt.__version__)
 
 
-def run_engine(engine_path: str | Path, x: np.ndarray) -> np.ndarray:
-    """Run a single-input, single-output engine on the host array ``x`` (CUDA buffers through torch)."""
-    import torch
+class EngineSession:
+    """One deserialised engine, an execution context and device buffers for all its I/O tensors.
 
-    trt = require_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-    if engine is None:
-        raise RunError(f"TensorRT cannot deserialise engine {engine_path}")
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise RunError(f"engine {engine_path} has {len(inputs)} inputs and {len(outputs)} outputs, not one each")
-    context = engine.create_execution_context()
-    context.set_input_shape(inputs[0], tuple(x.shape))
-    device_in = torch.from_numpy(np.ascontiguousarray(x)).cuda()
-    out_shape = tuple(context.get_tensor_shape(outputs[0]))
-    out_dtype = torch.from_numpy(np.zeros(0, dtype=trt.nptype(engine.get_tensor_dtype(outputs[0])))).dtype
-    device_out = torch.empty(out_shape, dtype=out_dtype, device="cuda")
-    context.set_tensor_address(inputs[0], device_in.data_ptr())
-    context.set_tensor_address(outputs[0], device_out.data_ptr())
-    stream = torch.cuda.Stream()
-    if not context.execute_async_v3(stream.cuda_stream):
-        raise RunError(f"TensorRT failed to run engine {engine_path}")
-    stream.synchronize()
-    return device_out.cpu().numpy()
+    The one place segfactory runs a TensorRT engine: :func:`run_engine` and :func:`check_engine_parity` use
+    :meth:`run` (host arrays in, host arrays out), the benchmark runner uses :meth:`time_once` (GPU time of one
+    ``execute_async_v3`` between two CUDA events, inputs left on the device, like trtexec's GPU compute time).
+    Shapes are fixed when the session is made: a dynamic input takes ``input_shape``; outputs are allocated at
+    the shapes TensorRT infers from the inputs. Inputs start as seeded random data (what a benchmark times).
+
+    Device memory, the stream and the events come from torch when it is importable (``buffers="torch"``), else
+    from cuda-python (``buffers="cuda-python"``: ``cuda.bindings.runtime``, or ``cuda.cudart`` before
+    cuda-python 12.8), so a torch-free Jetson can run engines too; ``"auto"`` picks in that order. Written
+    against the TensorRT 10/11 named-tensor API; NEITHER buffer path has been run on a GPU in this repository
+    yet (no GPU where it was written): only the bookkeeping is tested, against a stand-in engine.
+    """
+
+    def __init__(self, engine: bytes | str | Path, *, input_shape: tuple[int, ...] | None = None,
+                 buffers: str | Any = "auto", name: str | None = None) -> None:
+        trt = require_tensorrt()
+        if isinstance(engine, bytes):
+            data, self.name = engine, name or "engine"
+        else:
+            path = Path(engine)
+            if not path.is_file():
+                raise InputError(f"engine {path} does not exist")
+            data, self.name = path.read_bytes(), name or str(path)
+        self.context = self.engine = self.runtime = None
+        self.cuda = cuda_buffers(buffers) if isinstance(buffers, str) else buffers
+        try:
+            self._load(trt, data, input_shape)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, trt: Any, data: bytes, input_shape: tuple[int, ...] | None) -> None:
+        self.logger = trt.Logger(trt.Logger.WARNING)  # must outlive the runtime
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise RunError(f"TensorRT cannot deserialise {self.name} (built by another TensorRT version or GPU?)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        for i, tname in enumerate(self.inputs):
+            shape = tuple(self.engine.get_tensor_shape(tname))
+            if any(d < 0 for d in shape):
+                if input_shape is None:
+                    raise InputError(f"{self.name}: input {tname} has the dynamic shape {shape}; give --input-size")
+                if len(input_shape) != len(shape) or any(0 <= d != s for d, s in zip(shape, input_shape)):
+                    raise InputError(f"{self.name}: input {tname} has the shape {shape}, which "
+                                     f"{tuple(input_shape)} does not fit")
+                self.context.set_input_shape(tname, tuple(input_shape))
+            elif i == 0 and input_shape is not None and tuple(input_shape) != shape:
+                raise InputError(f"{self.name}: input {tname} has the fixed shape {shape}, not "
+                                 f"{tuple(input_shape)}; build the engine at that size (or with a dynamic batch)")
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        self._device: dict[str, Any] = {}
+        rng = np.random.default_rng(0)
+        for tname in self.inputs + self.outputs:  # outputs after inputs: their shapes follow the input shapes
+            self.shapes[tname] = shape = tuple(int(d) for d in self.context.get_tensor_shape(tname))
+            self.dtypes[tname] = dtype = _numpy_dtype(trt, self.engine.get_tensor_dtype(tname), tname)
+            self._device[tname] = self.cuda.alloc(shape, dtype)
+            self.context.set_tensor_address(tname, self.cuda.address(self._device[tname]))
+            if tname in self.inputs:
+                host = rng.standard_normal(shape) if dtype.kind == "f" else np.zeros(shape)
+                self.cuda.upload(self._device[tname], host.astype(dtype))
+        self.cuda.synchronize()
+
+    def execute(self) -> None:
+        """Enqueue one inference on the session's stream (no copies, no synchronisation)."""
+        if not self.context.execute_async_v3(self.cuda.stream_handle):
+            raise RunError(f"TensorRT execution of {self.name} failed")
+
+    def run(self, feeds: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Copy ``feeds`` (one array: the only input) to the device, run, and return every output on the host."""
+        if not isinstance(feeds, dict):
+            if len(self.inputs) != 1:
+                raise InputError(f"{self.name} has {len(self.inputs)} inputs: pass a dict of arrays by name")
+            feeds = {self.inputs[0]: feeds}
+        for tname, x in feeds.items():
+            if tname not in self.shapes or tname in self.outputs:
+                raise InputError(f"{self.name} has no input {tname!r} (inputs: {', '.join(self.inputs)})")
+            if tuple(x.shape) != self.shapes[tname]:
+                raise InputError(f"{self.name}: input {tname} of shape {tuple(x.shape)} given to a session made for "
+                                 f"{self.shapes[tname]}")
+            self.cuda.upload(self._device[tname], np.ascontiguousarray(x, dtype=self.dtypes[tname]))
+        self.execute()
+        return {t: self.cuda.download(self._device[t], self.shapes[t], self.dtypes[t]) for t in self.outputs}
+
+    def time_once(self) -> float:
+        """GPU time (ms) of one inference: CUDA events recorded on the stream around ``execute_async_v3``."""
+        self.cuda.record_start()
+        self.execute()
+        return self.cuda.elapsed_since_start()
+
+    def device_name(self) -> str:
+        return self.cuda.device_name()
+
+    def close(self) -> None:
+        # context before engine before runtime: TensorRT objects must go in the reverse order of their making
+        self.context = None
+        self.engine = None
+        self.runtime = None
+        if getattr(self, "cuda", None) is not None:
+            self.cuda.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _numpy_dtype(trt: Any, dt: Any, tname: str) -> np.dtype:
+    try:
+        return np.dtype(trt.nptype(dt))
+    except (TypeError, KeyError):  # bf16, fp8, int4 have no NumPy type
+        raise RunError(f"engine tensor {tname} has the TensorRT type {dt}, which has no NumPy equivalent") from None
+
+
+def run_engine(engine_path: str | Path, x: np.ndarray) -> np.ndarray:
+    """Run a single-input, single-output engine on the host array ``x``; returns the output on the host."""
+    with EngineSession(engine_path, input_shape=tuple(x.shape)) as session:
+        if len(session.inputs) != 1 or len(session.outputs) != 1:
+            raise RunError(f"engine {engine_path} has {len(session.inputs)} inputs and {len(session.outputs)} "
+                           "outputs, not one each")
+        return session.run(x)[session.outputs[0]]
 
 
 def check_engine_parity(onnx_path: str | Path, engine_path: str | Path, images: np.ndarray,
@@ -204,9 +310,11 @@ def check_engine_parity(onnx_path: str | Path, engine_path: str | Path, images: 
         images = np.stack([resize_image(im, ort.input_size) for im in images])
     agree = total = close = n_logits = 0
     max_abs = 0.0
-    for image in images:
-        x = ort.prepare(image[None])
-        ref, out = ort.run(x), run_engine(engine_path, x)
+    xs = [ort.prepare(image[None]) for image in images]
+    with EngineSession(engine_path, input_shape=tuple(xs[0].shape)) as session:
+        outs = [session.run(x)[session.outputs[0]] for x in xs]  # one engine load for every image
+    for x, out in zip(xs, outs):
+        ref = ort.run(x)
         if ort.output_kind == "logits":
             diff = np.abs(out.astype(np.float32) - ref.astype(np.float32))
             max_abs = max(max_abs, float(diff.max()))

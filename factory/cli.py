@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "arch": ("segfactory.factory.commands.arch:arch", "Show, sample and inspect decoder architectures."),
     "weights": ("segfactory.factory.commands.weights:weights", "Import pretrained encoder weights."),
     "train": ("segfactory.factory.commands.train:train", "Train an architecture on a dataset."),
-    "eval": ("segfactory.factory.commands.train:evaluate", "Evaluate a checkpoint or an ONNX model."),
+    "eval": ("segfactory.export.eval_cli:evaluate", "Evaluate a checkpoint or an ONNX model."),
     "predict": ("segfactory.factory.commands.train:predict", "Write label (and overlay) PNGs for images."),
     "export": ("segfactory.export.cli:export", "Export to ONNX (FP32/FP16/INT8) or a TensorRT engine."),
     "bench": ("segfactory.benchmarks.cli:bench", "Measure latency the way trtexec does."),
@@ -29,21 +29,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("segfactory.search.cli:search", "Search for a decoder (PPO, random, evolution)."),
 }
 
-# Other packages' helpers that factory commands reach lazily (factory may not import them directly).
-HOOKS: dict[str, str] = {
-    "onnx_predictor": "segfactory.export.predictor:OnnxPredictor",
-}
-
 
 def load(target: str):
     """Import ``"package.module:attribute"`` and return the attribute."""
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
-
-
-def hook(name: str):
-    """A helper of another package that the root CLI makes available to ``factory`` commands."""
-    return load(HOOKS[name])
 
 
 class LazyGroup(click.Group):

@@ -25,9 +25,8 @@ TF_STD = (0.5, 0.5, 0.5)
 WEIGHT_TAGS = ("bundled", "torchvision", "none")
 PADDINGS = ("tf_same", "symmetric")
 
-# Released models (agg 64, sep_repeats 2) and the paper's search proxies (agg 48, sep_repeats 1).
+# Released models (agg 64, sep_repeats 2); search proxies take theirs from --proxy-agg-size/--proxy-sep-repeats.
 RELEASED = {"agg_size": 64, "sep_repeats": 2}
-SEARCH = {"agg_size": 48, "sep_repeats": 1}
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 a callable ``predictor(images) -> labels`` with ``images`` uint8 (N, H, W, 3) RGB and ``labels`` an integer
 array (N, H, W) at the same H, W. :class:`TorchPredictor` wraps a :class:`SegModel`; the export package's
-``OnnxPredictor`` follows the same protocol. Evaluation runs at each image's full resolution.
+``OnnxPredictor`` follows the same protocol and is handed in by its caller (``segfactory eval``), since factory
+imports no other package. Evaluation runs at each image's full resolution.
 """
 
 from __future__ import annotations
@@ -125,18 +126,29 @@ def predict_files(predictor: Callable[[np.ndarray], np.ndarray], inputs: str | P
     from segfactory.factory.datasets import read_image
     from segfactory.factory.io import atomic_write
 
+    from segfactory.factory.errors import SegfactoryError
+    from segfactory.factory.io import check_writable
+
     files = list_input_images(inputs)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder")
-    written = []
+    check_writable(out, "output", folder=True)
+    for f in files:  # every input is read once before anything is written: a bad one leaves no partial output
+        read_image(f)
+    written: list[Path] = []
     with _progress(progress) as bar:
         task = bar.add_task("predict", total=len(files))
         for f in files:
             image = read_image(f)
-            labels = np.asarray(predictor(image[None]))[0]
-            if labels.shape != image.shape[:2]:
-                raise RunError(f"the predictor returned labels of shape {labels.shape} for {f} ({image.shape[:2]})")
+            try:
+                labels = np.asarray(predictor(image[None]))[0]
+                if labels.shape != image.shape[:2]:
+                    raise RunError(f"the predictor returned labels of shape {labels.shape} for {f} "
+                                   f"({image.shape[:2]})")
+            except SegfactoryError as e:
+                if written:
+                    raise type(e)(f"{e} (label maps of the first {len(written)} of {len(files)} images were "
+                                  f"written to {out})") from None
+                raise
             target = out / f"{f.stem}.png"
             write_label_png(target, labels)
             written.append(target)
@@ -169,8 +181,11 @@ def predict_checkpoint(checkpoint: str | Path, inputs: str | Path, out: str | Pa
     return predict_files(TorchPredictor(model, device), inputs, out, overlay_palette=palette, progress=progress)
 
 
-def open_predictor(checkpoint: str | Path | None, model_file: str | Path | None, device: str = "cpu"):
-    """(predictor, num_classes or None, class names) from a checkpoint or an ONNX model file."""
+def open_predictor(checkpoint: str | Path | None, model_file: str | Path | None, device: str = "cpu",
+                   open_model: Callable[[Path], Predictor] | None = None):
+    """(predictor, num_classes or None, class names) from a checkpoint, or from a model file opened by
+    ``open_model`` (``segfactory eval`` passes export's ONNX Runtime predictor: factory cannot open one itself).
+    """
     if (checkpoint is None) == (model_file is None):
         raise InputError("pass exactly one of --checkpoint FILE.pt and --model FILE.onnx")
     if checkpoint is not None:
@@ -181,24 +196,24 @@ def open_predictor(checkpoint: str | Path | None, model_file: str | Path | None,
     path = Path(model_file)
     if not path.is_file():
         raise InputError(f"model file {path} does not exist")
-    from segfactory.factory.cli import hook
-
-    try:
-        onnx_predictor = hook("onnx_predictor")
-    except (ImportError, AttributeError) as e:
-        raise RunError(f"evaluating an ONNX model needs segfactory.export.predictor, which is unavailable: {e}") from None
-    predictor = onnx_predictor(path)
+    if open_model is None:
+        raise RunError(f"cannot open model file {path} here: pass open_model (segfactory eval opens ONNX models "
+                       "with segfactory.export's predictor)")
+    predictor = open_model(path)
     return predictor, getattr(predictor, "num_classes", None), tuple(getattr(predictor, "class_names", ()) or ())
 
 
 def evaluate_model(data: str, split: str, *, checkpoint: str | Path | None = None,
                    model_file: str | Path | None = None, device: str = "cpu", batch_size: int = 1,
                    num_classes: int | None = None, ignore_index: int | None = None,
-                   progress: bool = True) -> dict[str, Any]:
-    """What ``segfactory eval`` runs: open the model and the dataset, evaluate, add where they came from."""
+                   progress: bool = True, open_model: Callable[[Path], Predictor] | None = None) -> dict[str, Any]:
+    """What ``segfactory eval`` runs: open the model and the dataset, evaluate, add where they came from.
+
+    ``open_model`` opens ``model_file`` (see :func:`open_predictor`); a checkpoint needs none.
+    """
     from segfactory.factory.datasets import open_dataset
 
-    predictor, model_classes, _ = open_predictor(checkpoint, model_file, device)
+    predictor, model_classes, _ = open_predictor(checkpoint, model_file, device, open_model)
     if num_classes is not None and model_classes is not None and num_classes != model_classes:
         raise InputError(f"--num-classes {num_classes} differs from the model's {model_classes} classes")
     k = model_classes if model_classes is not None else num_classes

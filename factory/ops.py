@@ -7,49 +7,34 @@ Every op factory has one signature, ``(c_in, c_out, stride, sep_repeats) -> nn.M
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from segfactory.factory.registry import Registry
 from torch import Tensor, nn
 
 OpFactory = Callable[[int, int, int, int], nn.Module]
 MergeFactory = Callable[[int, int, bool], nn.Module]
 
-OPS: dict[str, OpFactory] = {}
-MERGES: dict[str, MergeFactory] = {}
-
-
-def _register(table: dict, name: str):
-    def deco(fn):
-        if name in table:
-            raise ValueError(f"{name!r} is already registered")
-        table[name] = fn
-        return fn
-
-    return deco
+OPS: Registry[OpFactory] = Registry("op")
+MERGES: Registry[MergeFactory] = Registry("merge")
 
 
 def register_op(name: str):
-    return _register(OPS, name)
+    return OPS.register(name)
 
 
 def register_merge(name: str):
-    return _register(MERGES, name)
+    return MERGES.register(name)
 
 
 def get_op(name: str) -> OpFactory:
-    try:
-        return OPS[name]
-    except KeyError:
-        raise KeyError(f"unknown op {name!r}; known: {', '.join(OPS)}") from None
+    return OPS.get(name)
 
 
 def get_merge(name: str) -> MergeFactory:
-    try:
-        return MERGES[name]
-    except KeyError:
-        raise KeyError(f"unknown merge {name!r}; known: {', '.join(MERGES)}") from None
+    return MERGES.get(name)
 
 
 def resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:

@@ -40,9 +40,6 @@ from segfactory.search.proxy import ProxyResult
 if TYPE_CHECKING:
     from segfactory.search.loop import Search
 
-# Test-only hook (read on the driver, passed to the actors): the path of a marker file; the first candidate to
-# reach its first checkpoint creates it and kills its own worker process, to exercise the retry path.
-KILL_MARKER_ENV = "SEGFACTORY_RAY_TEST_KILL_MARKER"
 MAX_RETRIES = 2
 
 
@@ -93,7 +90,7 @@ def executor_factory_from_options(options: Any) -> Callable[[Search], RayExecuto
 class TrialWorker:
     """One Ray actor: trains candidates one at a time on the ProxyData it was given once."""
 
-    def __init__(self, proxy_data: Any, device: str, threads: int, kill_marker: str | None = None) -> None:
+    def __init__(self, proxy_data: Any, device: str, threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))  # one worker = its CPUs, never the whole machine
@@ -101,36 +98,31 @@ class TrialWorker:
             raise RunError(f"Ray worker on {os.uname().nodename} was given a GPU but torch sees no CUDA device")
         self.data = _place(proxy_data, device)  # resolved from the object store by Ray: once per actor
         self.device = device
-        self.kill_marker = kill_marker
-
-    def ping(self) -> str:
-        return os.uname().nodename
 
     def train(self, genotype: dict[str, Any], seed: int, stopper_state: dict[str, Any] | None,
               checkpoints: int) -> dict[str, Any]:
         from segfactory.factory.genotype import Genotype
-        from segfactory.search.early_stop import EarlyStopper
         from segfactory.search.proxy import train_candidate
-
-        should_continue = None
-        if stopper_state is not None:
-            stopper = EarlyStopper(checkpoints)
-            stopper.load_state_dict(stopper_state)
-            # Concurrent candidates share one snapshot: draw from the candidate's own stream, not the shared one
-            stopper.rng = random.Random(seed * 7_919 + 4_242)
-            should_continue = stopper.should_continue
-
-        def check(k: int, value: float) -> bool:
-            if self.kill_marker and k == 0:
-                _test_kill_once(self.kill_marker)
-            return should_continue is None or should_continue(k, value)
 
         t = time.monotonic()
         result = train_candidate(Genotype.from_dict(genotype), self.data, seed=seed, device=self.device,
-                                 should_continue=check)
+                                 should_continue=self.should_continue(seed, stopper_state, checkpoints))
         out = result.to_dict()
         out["_worker"] = {"node": os.uname().nodename, "pid": os.getpid(), "train_s": time.monotonic() - t}
         return out
+
+    def should_continue(self, seed: int, stopper_state: dict[str, Any] | None, checkpoints: int
+                        ) -> Callable[[int, float], bool] | None:
+        """The early-stopping decision at each checkpoint (None: train to the end), from the driver's snapshot."""
+        from segfactory.search.early_stop import EarlyStopper
+
+        if stopper_state is None:
+            return None
+        stopper = EarlyStopper(checkpoints)
+        stopper.load_state_dict(stopper_state)
+        # Concurrent candidates share one snapshot: draw from the candidate's own stream, not the shared one
+        stopper.rng = random.Random(seed * 7_919 + 4_242)
+        return stopper.should_continue
 
 
 def _place(data: Any, device: str) -> Any:
@@ -148,17 +140,6 @@ def _place(data: Any, device: str) -> Any:
         return replace(data, **{k: t.to(device) for k, t in cache.items()},
                        val_images=data.val_images.pin_memory(), val_masks=data.val_masks.pin_memory())
     return replace(data, **{k: t.cpu() for k, t in cache.items()})
-
-
-def _test_kill_once(marker: str) -> None:
-    """Test hook: the first caller creates ``marker`` and dies abruptly, as a crashed worker would."""
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    os._exit(17)
 
 
 # -- the driver side ----------------------------------------------------------------------------------------------
@@ -211,7 +192,6 @@ class RayExecutor:
         self.device = "cuda" if self.gpus > 0 else "cpu"
         self._check_resources()
         self.checkpoints = 1 + search.ctx.settings.stage2_epochs
-        self.kill_marker = os.environ.get(KILL_MARKER_ENV) or None
         # The one copy of the proxy data the whole run shares (cached features, frames, held-out tensors).
         self.data_ref = ray.put(_place(search.proxy_data(), "cpu"))
         self.remote_cls = ray.remote(TrialWorker)
@@ -309,7 +289,7 @@ class RayExecutor:
         threads = max(1, int(self.settings.cpus_per_trial))
         return self.remote_cls.options(num_cpus=self.settings.cpus_per_trial, num_gpus=self.gpus,
                                        max_restarts=0, max_task_retries=0).remote(
-            self.data_ref, self.device, threads, self.kill_marker)
+            self.data_ref, self.device, threads)
 
     def _replace_actor(self, slot: int) -> None:
         with contextlib.suppress(Exception):  # it is dead already

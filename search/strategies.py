@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype, action_space, sample_genotype
-
-STRATEGIES = ("ppo", "random", "evolution", "list")
+from segfactory.factory.registry import Registry
 
 
 class StrategyExhausted(Exception):
@@ -193,19 +193,38 @@ class PPOStrategy:
         self.generator.set_state(state["generator"])
 
 
+# name -> factory(seed, **options). Options a strategy does not use are ignored: the search loop passes the same
+# options (feedback, settings, genotypes) whatever the strategy.
+StrategyFactory = Callable[..., Strategy]
+STRATEGIES: Registry[StrategyFactory] = Registry("strategy")
+
+
+@STRATEGIES.register("ppo", help="the paper's LSTM controller trained with PPO (options: feedback, settings)")
+def _ppo(seed: int, **options: Any) -> Strategy:
+    return PPOStrategy(seed, feedback=options.get("feedback", False), settings=options.get("settings"))
+
+
+@STRATEGIES.register("random", help="every decision independently uniform")
+def _random(seed: int, **options: Any) -> Strategy:
+    return RandomSearch(seed)
+
+
+@STRATEGIES.register("evolution", help="regularised evolution (options: population, sample)")
+def _evolution(seed: int, **options: Any) -> Strategy:
+    return Evolution(seed, population=options.get("population", 20), sample=options.get("sample", 5))
+
+
+@STRATEGIES.register("list", help="given genotypes in order (option: genotypes)")
+def _list(seed: int, **options: Any) -> Strategy:
+    return ListStrategy([g if isinstance(g, Genotype) else Genotype.from_dict(g)
+                         for g in options.get("genotypes") or []])
+
+
 def make_strategy(name: str, seed: int = 0, **options: Any) -> Strategy:
-    """``ppo`` (options: feedback, settings), ``random``, ``evolution`` (options: population, sample),
-    ``list`` (option: genotypes)."""
-    if name == "ppo":
-        return PPOStrategy(seed, feedback=options.get("feedback", False), settings=options.get("settings"))
-    if name == "random":
-        return RandomSearch(seed)
-    if name == "evolution":
-        return Evolution(seed, population=options.get("population", 20), sample=options.get("sample", 5))
-    if name == "list":
-        return ListStrategy([g if isinstance(g, Genotype) else Genotype.from_dict(g)
-                             for g in options.get("genotypes") or []])
-    raise InputError(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+    """The strategy registered as ``name`` (see :data:`STRATEGIES`); an unknown name is an :class:`InputError`."""
+    if name not in STRATEGIES:
+        raise InputError(f"unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
+    return STRATEGIES.get(name)(seed, **options)
 
 
 def _rng_state(rng: random.Random) -> list:

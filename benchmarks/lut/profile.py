@@ -44,7 +44,10 @@ def run_profile(target: str, config: ModelConfig, input_size: tuple[int, int], o
     With ``device_url`` (jetson-* targets) the units are measured on that device agent (lut_remote)."""
     from segfactory.benchmarks.targets import ALIASES, TARGET_HELP
 
+    from segfactory.factory.io import check_writable
+
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    check_writable(out, "--out")  # before any unit is measured
     name = ALIASES.get(target, target)
     if name not in TARGET_HELP:
         raise InputError(f"unknown target {target!r}; valid targets: {', '.join(TARGET_HELP)}")

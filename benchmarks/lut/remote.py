@@ -25,7 +25,6 @@ from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError
 
 MEASURED_BY = "agent"
-BASELINE = "per-call:identity"  # the signature under which the baseline's raw answer is kept (not an entry)
 
 
 def unit_onnx(sig: str, config: ModelConfig) -> bytes:

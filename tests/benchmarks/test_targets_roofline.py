@@ -7,7 +7,15 @@ import random
 import pytest
 from segfactory.benchmarks import roofline
 from segfactory.benchmarks.roofline import SPECS, DeviceSpec, Kernel, KernelList, Params, estimate_ms
-from segfactory.benchmarks.targets import LatencyResult, get_target, target_names
+from segfactory.benchmarks.targets import (
+    ALIASES,
+    TARGET_HELP,
+    TARGETS,
+    LatencyResult,
+    Target,
+    get_target,
+    target_names,
+)
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import sample_genotype
@@ -50,6 +58,24 @@ def test_unknown_target_lists_valid_names():
     with pytest.raises(InputError, match="valid targets: cpu, cuda, jetson-orin-nano"):
         get_target("jetson-tx2")
     assert "jetson-orin" in target_names()
+
+
+@pytest.mark.parametrize("name", target_names())
+def test_every_target_name_resolves_or_says_why_in_one_line(name):
+    try:
+        target = get_target(name)
+    except (InputError, RunError) as e:  # cuda on a host without a GPU
+        assert str(e) and "\n" not in str(e)
+        return
+    assert isinstance(target, Target) and target.name == ALIASES.get(name, name)
+    assert target.describe()["target"] == target.name
+
+
+def test_target_registry_names_help_and_duplicates():
+    assert list(TARGET_HELP) == [*TARGETS.names(), *ALIASES] and all(TARGET_HELP.values())
+    assert TARGET_HELP["jetson-orin"] == "alias of jetson-orin-nano"
+    with pytest.raises(ValueError, match="already registered"):
+        TARGETS.register("cpu", lambda *a, **k: None)
 
 
 def test_jetson_alias_estimates_with_warning(capsys):

@@ -21,8 +21,9 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import Genotype
 from segfactory.factory.model import build_model
+from segfactory.search import ray_executor
 from segfactory.search.loop import SearchOptions, run_search
-from segfactory.search.ray_executor import KILL_MARKER_ENV, RayExecutor, make_ray_executor_factory
+from segfactory.search.ray_executor import RayExecutor, make_ray_executor_factory
 
 TRAINED = ("ok", "early-stopped", "failed")
 
@@ -75,14 +76,41 @@ def _check_complete(out: Path, budget: int) -> list[dict]:
     return trials
 
 
+def worker_that_dies_once(marker: Path) -> type:
+    """A TrialWorker whose first candidate to reach a checkpoint creates ``marker`` and kills its own process,
+    as a crashed worker would. Made inside a function, so Ray pickles the class by value, ``marker`` included:
+    the actors need not import this test module."""
+    from segfactory.search.ray_executor import TrialWorker
+
+    class DiesOnce(TrialWorker):
+        def should_continue(self, seed, stopper_state, checkpoints):
+            inner = super().should_continue(seed, stopper_state, checkpoints)
+
+            def check(k: int, value: float) -> bool:
+                if k == 0:
+                    try:
+                        fd = os.open(str(marker), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                    except FileExistsError:  # another worker died already: once is enough
+                        pass
+                    else:
+                        os.write(fd, str(os.getpid()).encode())
+                        os.close(fd)
+                        os._exit(17)
+                return inner is None or inner(k, value)
+
+            return check
+
+    return DiesOnce
+
+
 @pytest.fixture(scope="module")
 def parallel_run(ray_cluster, tmp_path_factory):
-    """4 candidates, 2 workers; the first worker to reach a checkpoint kills its own process (test hook)."""
+    """4 candidates, 2 workers; the first worker to reach a checkpoint kills its own process."""
     d = tmp_path_factory.mktemp("ray")
     marker, out = d / "killed", d / "run"
     events: list[dict] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(KILL_MARKER_ENV, str(marker))
+        mp.setattr(ray_executor, "TrialWorker", worker_that_dies_once(marker))
         summary = run_search(_options(out, 4), on_event=events.append,
                              executor_factory=make_ray_executor_factory(workers=2))
     return out, marker, events, summary
@@ -113,7 +141,7 @@ def test_killed_worker_is_retried(parallel_run):
 
 
 def test_worker_lost_beyond_retries_is_failed(ray_cluster, tmp_path, monkeypatch):
-    monkeypatch.setenv(KILL_MARKER_ENV, str(tmp_path / "killed"))
+    monkeypatch.setattr(ray_executor, "TrialWorker", worker_that_dies_once(tmp_path / "killed"))
     out = tmp_path / "run"
     run_search(_options(out, 1, strategy="random"),
                executor_factory=make_ray_executor_factory(workers=1, max_retries=0))

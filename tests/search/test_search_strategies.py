@@ -4,8 +4,9 @@ import pytest
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import Genotype, action_space
 from segfactory.factory.model import build_model
+from segfactory.factory.zoo import ZOO
 from segfactory.search.early_stop import EarlyStopper
-from segfactory.search.strategies import Evolution, Proposal, RandomSearch, make_strategy, mutate
+from segfactory.search.strategies import STRATEGIES, Evolution, Proposal, RandomSearch, make_strategy, mutate
 from segfactory.search.trials import TrialStore, best_trial, load_trials
 
 
@@ -31,6 +32,28 @@ def test_strategies_propose_valid_genotypes_and_are_deterministic(name):
     assert a == b
     if name != "ppo":
         assert len(set(a)) > 1
+
+
+# Options a registered strategy needs to be made at all (the others take their defaults).
+NEEDS = {"list": {"genotypes": [ZOO["arch1"].to_dict()]}, "evolution": {"population": 2, "sample": 1}}
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_every_registered_strategy_proposes_a_valid_genotype(name):
+    s = make_strategy(name, seed=0, **NEEDS.get(name, {}))
+    p = s.propose()
+    assert isinstance(p.genotype, Genotype) and Genotype.from_actions(p.genotype.to_actions()) == p.genotype
+    s.tell(p, 0.5)
+    assert s.state_dict()["name"] == name and Proposal.from_dict(p.to_dict()) == p
+
+
+def test_unknown_strategy_is_an_input_error_listing_the_names():
+    from segfactory.factory.errors import InputError
+
+    with pytest.raises(InputError, match="unknown strategy 'anneal' \\(one of ppo, random, evolution, list\\)"):
+        make_strategy("anneal")
+    with pytest.raises(ValueError, match="already registered"):
+        STRATEGIES.register("random", lambda seed, **options: RandomSearch(seed))
 
 
 def test_proposed_genotypes_build():
