@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.benchmarks.harness import FORMAT, measure_interleaved
-from segfactory.benchmarks.models import REFERENCES, ModelSpec, make_runner
+from segfactory.benchmarks.models import REFERENCES, ModelSpec, make_runner, torch_module
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError
 
@@ -60,6 +60,8 @@ def run_bench(specs: Sequence[ModelSpec], *, backend: str, input_size: tuple[int
         raise InputError(f"--batch {batch} must be at least 1")
     if backend == "ort" and threads is None:
         threads = 1
+    for spec in specs:  # before any export or session: a bad --batch or --input-size must not take the host down
+        check_memory(spec, input_size, batch, device)
     if backend == "trt":  # fail before any export when the backend is missing
         from segfactory.export.tensorrt import require_tensorrt
 
@@ -85,6 +87,23 @@ def run_bench(specs: Sequence[ModelSpec], *, backend: str, input_size: tuple[int
     for res, s in zip(results, specs):
         res["model"] = s.name
     return results
+
+
+def check_memory(spec: ModelSpec, input_size: tuple[int, int], batch: int, device: str = "cpu") -> None:
+    """Refuse (InputError) a measurement whose estimated memory exceeds the device's bound (factory.memory)."""
+    from segfactory.factory.memory import check_fits, inference_bytes
+
+    h, w = input_size
+    what = f"timing {spec.name} at batch {batch} and {h}x{w}"
+    hint = "lower --batch or --input-size"
+    if spec.path is None:
+        # the model is exported at this size and timed: torch and the runtime each hold one batch's activations
+        check_fits(2 * inference_bytes(lambda: torch_module(spec), (h, w), batch), device, what, hint)
+    elif spec.path.suffix.lower() == ".onnx":
+        from segfactory.benchmarks.agent.limits import memory_estimate
+
+        need = memory_estimate(batch * 3 * h * w * 4, 0, spec.path.stat().st_size)
+        check_fits(need, device, what, hint)
 
 
 def _progress(rounds: int):

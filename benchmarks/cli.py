@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from segfactory.factory.memory import BOUNDS_HELP
 from segfactory.factory.commands.options import (
     config_from_options,
     input_size_option,
@@ -26,7 +27,8 @@ TARGETS_HELP = ("cpu | cuda | jetson-orin-nano | jetson-orin-nx | jetson-agx-ori
 @click.option("--backend", type=click.Choice(["ort", "torch", "trt", "trtexec"]), default="ort", show_default=True,
               help="ONNX Runtime CPU, PyTorch eager, TensorRT Python API, or the trtexec binary.")
 @input_size_option()
-@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help=f"Images per inference. {BOUNDS_HELP}")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads (ort: intra-op, inter-op 1; torch: set_num_threads). Default: 1 for ort.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,

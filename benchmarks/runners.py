@@ -123,6 +123,10 @@ ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                  "tensorrt": "TensorrtExecutionProvider"}
 
 
+# onnxruntime's exception type names for a model file that is not a valid ONNX graph
+BAD_MODEL_ERRORS = ("InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NoSuchFile", "NotImplemented")
+
+
 class OrtRunner(RunnerBase):
     """ONNX Runtime: CPU (threads fixed: intra-op = ``threads``, inter-op 1, sequential) or the CUDA/TensorRT EPs.
 
@@ -165,7 +169,10 @@ class OrtRunner(RunnerBase):
         try:
             self.session = ort.InferenceSession(source, sess_options=so, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise RunError(f"onnxruntime could not load {name}: {str(e).strip().splitlines()[0]}") from None
+            # a file ONNX Runtime cannot parse or whose graph is invalid is bad input (exit 2), as in eval and
+            # through the agent; anything else (a provider failing) is a failed run
+            error = InputError if type(e).__name__ in BAD_MODEL_ERRORS else RunError
+            raise error(f"onnxruntime could not load {name}: {str(e).strip().splitlines()[0]}") from None
         self.name = name
         self.provider = provider
         self.threads = threads if threads else os.cpu_count()

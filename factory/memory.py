@@ -55,11 +55,15 @@ def footprint(build: Callable[[], object]) -> tuple[float, int]:
 def training_bytes(build: Callable[[], object], crop: tuple[int, int], batch: int, workers: int = 0) -> int:
     """Estimated peak bytes of training ``build()`` on ``batch`` crops of ``crop`` (H, W) with Adam."""
     per_pixel, params = footprint(build)
-    pixels = crop[0] * crop[1]
-    activations = per_pixel * pixels * batch * TRAIN_FACTOR
-    batch_bytes = batch * pixels * (3 * FLOAT_BYTES + 8)  # images float32 + masks int64
+    return training_bytes_from(per_pixel * crop[0] * crop[1], params, crop, batch, workers)
+
+
+def training_bytes_from(activation_bytes: float, param_bytes: int, crop: tuple[int, int], batch: int,
+                        workers: int = 0) -> int:
+    """The training estimate from one image's leaf-output bytes at ``crop`` (e.g. ``factory.cost``'s)."""
+    batch_bytes = batch * crop[0] * crop[1] * (3 * FLOAT_BYTES + 8)  # images float32 + masks int64
     # weights, gradients and Adam's two moments; 2 batches prefetched per loader worker
-    return int(activations + 4 * params + batch_bytes * (2 + 2 * workers))
+    return int(activation_bytes * batch * TRAIN_FACTOR + 4 * param_bytes + batch_bytes * (2 + 2 * workers))
 
 
 def inference_bytes(build: Callable[[], object], input_size: tuple[int, int], batch: int = 1) -> int:

@@ -118,6 +118,7 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     emit(on_event, "status", message=f"opening {options.data}")
     dataset = open_dataset(options.data, "train")
     deploy, proxy, input_size = _model_configs(options, run, dataset)
+    check_proxy_memory(settings, proxy, device)
     target = get_target(options.target, lut=options.lut, device_url=options.device_url,
                         device_token_file=options.device_token_file, threads=options.latency_threads)
     reference, reward_spec = _reward(options, run, target, deploy, input_size, on_event)
@@ -129,6 +130,29 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
         run["options"]["budget"] = options.budget
         atomic_write_json(out / "run.json", run)
     return ctx
+
+
+def proxy_training_bytes(genotype: Any, proxy_config: Any, settings: Any) -> int:
+    """Estimated peak bytes of proxy-training ``genotype`` (stage 2: batches of crops, end to end)."""
+    from segfactory.factory.cost import model_cost
+    from segfactory.factory.memory import FLOAT_BYTES, training_bytes_from
+
+    cost = model_cost(genotype, proxy_config, settings.crop)
+    return training_bytes_from(cost.total("activation_bytes"), cost.params * FLOAT_BYTES, settings.crop,
+                               settings.stage2_batch, settings.workers)
+
+
+def check_proxy_memory(settings: Any, proxy_config: Any, device: str) -> None:
+    """Refuse proxy settings whose stage-1 cache plus arch0's stage-2 batches exceed the memory bound."""
+    from segfactory.factory.memory import check_fits
+    from segfactory.factory.zoo import ZOO
+
+    h, w = settings.crop
+    # stage-1 cache per crop: E0 (24 ch, /4) and E1 (32 ch, /8) float32, labels at E0's size int64
+    per_crop = 24 * (h // 4) * (w // 4) * 4 + 32 * (h // 8) * (w // 8) * 4 + (h // 4) * (w // 4) * 8
+    need = settings.cache_size * per_crop + proxy_training_bytes(ZOO["arch0"], proxy_config, settings)
+    check_fits(need, device, f"proxy training with {h}x{w} crops (batch {settings.stage2_batch}, a stage-1 cache "
+               f"of {settings.cache_size})", "lower the preset's crop, stage2_batch or cache_size")
 
 
 def _model_configs(options: SearchOptions, run: dict[str, Any] | None, dataset: Any) -> tuple[Any, Any, tuple]:

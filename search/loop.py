@@ -154,6 +154,8 @@ class Search:
             reasons.append(f"params {cost.params:,} > --max-params {o.max_params:,}")
         if o.max_macs is not None and cost.macs > o.max_macs:
             reasons.append(f"MACs {cost.macs:,} > --max-macs {o.max_macs:,}")
+        if not reasons:
+            reasons += self._proxy_memory_reasons(g)
         if not reasons and ctx.settings.max_proxy_macs is not None:
             proxy_macs = model_cost(g, ctx.proxy_config, ctx.settings.crop).macs
             if proxy_macs > ctx.settings.max_proxy_macs:
@@ -184,6 +186,15 @@ class Search:
             return self._record(job, status="rejected", reason=f"latency {job.pre['latency_ms']:.2f} ms > "
                                 f"--max-latency-ms {o.max_latency_ms:g}")
         return None
+
+    def _proxy_memory_reasons(self, genotype: Genotype) -> list[str]:
+        """A candidate whose proxy training would exceed the memory bound is rejected, not run out of memory."""
+        from segfactory.factory.memory import LIMIT_FRACTION, device_memory_bytes, gib
+        from segfactory.search.context import proxy_training_bytes
+
+        need = proxy_training_bytes(genotype, self.ctx.proxy_config, self.ctx.settings)
+        limit = int(device_memory_bytes(self.ctx.device) * LIMIT_FRACTION)
+        return [f"proxy training needs an estimated {gib(need)} > the memory bound {gib(limit)}"] if need > limit else []
 
     def train_job(self, job: CandidateJob):
         """Proxy-train ``job`` here (what :class:`LocalExecutor` calls)."""

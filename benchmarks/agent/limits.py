@@ -31,16 +31,11 @@ def cpu_cores() -> int:
 
 
 def total_memory_bytes() -> int | None:
-    """The host's total memory: MemTotal of /proc/meminfo, else the physical pages; None when neither is known."""
+    """The host's total memory (factory.memory's definition: physical pages, or the cgroup limit if lower)."""
+    from segfactory.factory.memory import device_memory_bytes
+
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024  # the value is in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return device_memory_bytes("cpu")
     except (AttributeError, OSError, ValueError):
         return None
 
