@@ -29,16 +29,15 @@ def save_state(out: Path, strategy, stopper: EarlyStopper, next_index: int, pend
 
 
 def load_state(out: Path) -> dict[str, Any] | None:
-    import torch
-
     path = out / "state.pt"
     if not path.is_file():
         return None
+    from segfactory.factory.io import load_torch_file
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged file
-        raise InputError(f"{path} cannot be read ({str(e).splitlines()[0][:200]}); "
-                         f"delete it to rebuild the state from trials.jsonl") from None
+        state = load_torch_file(path, "search state file")
+    except InputError as e:
+        raise InputError(f"{e}; delete it to rebuild the state from trials.jsonl") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise InputError(f"{path} is not a {STATE_FORMAT} file")
     return state
