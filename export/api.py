@@ -39,13 +39,13 @@ def load_model(checkpoint: str | Path | None, arch: str | None, config=None):
         return model, data, source
     import torch
     from segfactory.factory.config import ModelConfig
-    from segfactory.factory.model import build_model
+    from segfactory.factory.model import build_model, config_for
     from segfactory.factory.zoo import resolve_arch
 
-    genotype = resolve_arch(arch)
+    resolved = resolve_arch(arch)
     with torch.random.fork_rng():
         torch.manual_seed(0)  # an untrained decoder: the same --arch gives the same file
-        model = build_model(genotype, config or ModelConfig.create()).eval()
+        model = build_model(resolved, config_for(resolved, config or ModelConfig.create())).eval()
     return model, None, {"arch": str(arch), "trained": False}
 
 
@@ -126,7 +126,9 @@ def _check_memory(model, options: ExportOptions) -> None:
     from segfactory.factory.memory import check_fits, inference_bytes
 
     h, w = options.input_size
-    build = lambda: type(model)(model.genotype, model.config)  # noqa: E731 - the same architecture, unweighted
+    from segfactory.factory.model import build_model
+
+    build = lambda: build_model(model.arch, model.config, load_weights=False)  # noqa: E731 - same architecture
     # the torch model and ONNX Runtime both run parity batches at the export size
     need = 2 * inference_bytes(build, (h, w), BATCH)
     check_fits(need, "cpu", f"exporting at {h}x{w}", "lower --input-size")

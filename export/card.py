@@ -99,7 +99,7 @@ def make_card(
 
     artefact = Path(artefact)
     config, genotype = model.config, model.genotype
-    cost = model_cost(genotype, config, input_size)
+    cost = model_cost(model.arch, config, input_size)
     names = list(config.class_names) or list(class_names or ()) or [f"class_{i}" for i in range(config.num_classes)]
     if input_dtype == "uint8":
         normalisation = {"in_graph": True, "input": "uint8 RGB 0..255, NCHW", "mean": list(config.mean),
@@ -114,8 +114,9 @@ def make_card(
         "precision": precision,
         "opset": opset,
         "tensorrt_version": tensorrt_version,
-        "genotype": genotype.to_dict(),
-        "genotype_key": genotype.key(),
+        "arch": model.arch.to_dict(),  # a genotype or a reference model
+        "genotype": genotype.to_dict() if genotype is not None else None,
+        "genotype_key": model.arch.key(),
         "model_config": config.to_dict(),
         "model_config_key": config.key(),
         "classes": [{"id": i, "name": n} for i, n in enumerate(names)],

@@ -283,6 +283,9 @@ def model_metadata(model: nn.Module, output: str, input_dtype: str) -> dict[str,
     genotype = getattr(model, "genotype", None)
     if genotype is not None:
         meta["genotype"] = genotype.to_dict()
+    arch = getattr(model, "arch", None)
+    if arch is not None:
+        meta["arch"] = arch.to_dict()
     return meta
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import Genotype
+from segfactory.factory.reference import Reference
 
 ACT_BYTES = 4  # float32
 
@@ -70,8 +71,9 @@ def _conv_macs(m: nn.Conv2d, out: torch.Tensor) -> int:
     return out.numel() * (m.in_channels // m.groups) * kh * kw
 
 
-def model_cost(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int = 1) -> ModelCost:
-    """Cost of ``build_model(genotype, config)`` on a ``batch x 3 x H x W`` input.
+def model_cost(genotype: Genotype | Reference, config: ModelConfig, input_size: tuple[int, int],
+               batch: int = 1) -> ModelCost:
+    """Cost of ``build_model(genotype, config)`` on a ``batch x 3 x H x W`` input (a reference model too).
 
     Meta-device kernels run through Python decompositions (about a second per model), and a search asks for
     the same candidate's cost more than once, so results are memoised (copies are returned).
@@ -80,14 +82,18 @@ def model_cost(genotype: Genotype, config: ModelConfig, input_size: tuple[int, i
 
 
 @functools.lru_cache(maxsize=256)
-def _model_cost(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int) -> ModelCost:
-    from segfactory.factory.model import SegModel
+def _model_cost(genotype: Genotype | Reference, config: ModelConfig, input_size: tuple[int, int],
+                batch: int) -> ModelCost:
+    from segfactory.factory.model import build_model
 
     with torch.device("meta"):
-        model = SegModel(genotype, config).eval()
+        model = build_model(genotype, config, load_weights=False).eval()
     parts: list[tuple[str, nn.Module]] = [("encoder", model.encoder)]
-    parts += [(f"layer{l}", layer) for l, layer in enumerate(model.decoder.layers)]
-    parts += [("head", model.decoder.head)]
+    if isinstance(genotype, Genotype):
+        parts += [(f"layer{l}", layer) for l, layer in enumerate(model.decoder.layers)]
+        parts += [("head", model.decoder.head)]
+    else:  # a reference model: backbone and head
+        parts += [("head", model.decoder)]
     cost = ModelCost(tuple(input_size))
     handles = []
     for name, module in parts:
@@ -102,6 +108,8 @@ def _model_cost(genotype: Genotype, config: ModelConfig, input_size: tuple[int, 
 
         def part_hook(m, inputs, out, pc=pc):
             last = out[-1] if isinstance(out, tuple) else out
+            if isinstance(last, dict):  # a torchvision backbone: its deepest feature map
+                last = list(last.values())[-1]
             pc.output_shape = tuple(last.shape)
 
         for m in module.modules():

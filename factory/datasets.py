@@ -56,6 +56,11 @@ class SegDataset:
     def names(self) -> list[str]:
         return [p.stem for p in self.images]
 
+    @property
+    def sequences(self) -> list[str]:
+        """The recording each item comes from (see :func:`sequence_labels`)."""
+        return sequence_labels(self.spec, self.names)
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -104,6 +109,24 @@ class SegDataset:
                         )
             except (OSError, SyntaxError) as e:
                 raise InputError(f"cannot read {img} or {msk}: {e}") from None
+
+
+FOLDER_SEQUENCES = 8  # folder: data has no recordings to go by: its name order is cut into this many blocks
+
+
+def sequence_labels(spec: str, names: list[str]) -> list[str]:
+    """Which recording each frame comes from: CamVid's file-name prefix before ``_`` (0001TP, 0006R0, 0016E5,
+    Seq05VD), Cityscapes' city (the prefix before ``_``), and for ``folder:`` data (or anything else)
+    :data:`FOLDER_SEQUENCES` contiguous blocks of the names in sorted order. Neighbouring frames of a recording
+    are near copies, so held-out frames are chosen per recording (search proxy)."""
+    kind = "camvid" if spec == "camvid-mini" else str(spec).partition(":")[0]
+    if kind in ("camvid", "cityscapes") and all("_" in n for n in names):
+        return [n.split("_", 1)[0] for n in names]
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    labels = [""] * len(names)
+    for rank, i in enumerate(order):
+        labels[i] = f"block{rank * FOLDER_SEQUENCES // max(1, len(names))}"
+    return labels
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -32,6 +32,7 @@ OP_NAMES: tuple[str, ...] = (
 MERGE_NAMES: tuple[str, ...] = ("psum", "cat")
 
 NUM_TEMPLATES = 3
+KEY_VERSION = "v2"  # what Genotype.key() hashes: the normal form (see Genotype.normal_form)
 NUM_LAYERS = 7
 NUM_ENCODER_INPUTS = 2  # pool index 0 = E0 (24 ch, stride 4), 1 = E1 (32 ch, stride 8)
 MAX_REPEATS = 4
@@ -48,6 +49,9 @@ class Template:
 
     def to_list(self) -> list[str]:
         return [self.op_a, self.op_b, self.merge]
+
+
+DEFAULT_TEMPLATE = Template("sep_conv_3x3", "sep_conv_3x3", "psum")  # what an unused template slot holds
 
 
 @dataclass(frozen=True)
@@ -171,10 +175,32 @@ class Genotype:
             raise InputError(f"genotype is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
         return cls.from_dict(data)
 
+    def normal_form(self) -> Genotype:
+        """The genotype with what the network does not use set to fixed defaults.
+
+        Templates are renumbered in the order the layers first use them, identical templates are merged, and the
+        slots no layer uses hold :data:`DEFAULT_TEMPLATE`. Genotypes with the same normal form build the same
+        network, module for module and weight for weight (the decoder builds layer by layer, so template numbers
+        and unused templates never reach it).
+        """
+        used: list[Template] = []
+        layers = []
+        for layer in self.layers:
+            t = self.templates[layer.template]
+            if t not in used:
+                used.append(t)
+            layers.append(Layer(layer.input_1, layer.input_2, used.index(t), layer.repeats, layer.stride))
+        templates = tuple(used) + (DEFAULT_TEMPLATE,) * (NUM_TEMPLATES - len(used))
+        return Genotype(templates, tuple(layers))
+
     def key(self) -> str:
-        """A short stable hash of the canonical genotype (names, in order); nothing else enters it."""
-        canonical = json.dumps([self.to_dict()["templates"], self.to_dict()["layers"]], separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        """A short stable hash of the genotype's normal form: genotypes that build the same network share it.
+
+        (Keys of segfactory 0.1 hashed the genotype as written; the ``v2`` salt keeps the two kinds apart.)
+        """
+        n = self.normal_form().to_dict()
+        canonical = json.dumps([n["templates"], n["layers"]], separators=(",", ":"))
+        return hashlib.sha256(f"{KEY_VERSION}:{canonical}".encode()).hexdigest()[:12]
 
     # ---- the controller's 44-action encoding ------------------------------------------------------------------
     def to_actions(self) -> list[int]:

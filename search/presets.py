@@ -39,7 +39,8 @@ class ProxySettings:
     weight_decay: float = 1e-5
     grad_clip: float = 3.0
     val_fraction: float = 0.1  # of the train split, held out in contiguous blocks of frames
-    val_blocks: int = 3
+    val_blocks: int = 3  # blocks per recording (CamVid: per video; Cityscapes: per city)
+    val_gap: int = 1  # frames on each side of a held-out block left out of training (near copies)
     val_max_images: int | None = None  # cap on held-out frames (keeps validation cheap on large datasets)
     val_long_side: int | None = None  # resize held-out images so the longer side is this; None: as stored
     val_batch: int = 10
@@ -51,7 +52,7 @@ class ProxySettings:
         for name in ("cache_size", "stage1_batch", "stage2_batch", "val_blocks", "val_batch"):
             if getattr(self, name) < 1:
                 raise InputError(f"proxy setting {name}={getattr(self, name)} must be >= 1")
-        for name in ("stage1_epochs", "stage2_epochs", "workers"):
+        for name in ("stage1_epochs", "stage2_epochs", "workers", "val_gap"):
             if getattr(self, name) < 0:
                 raise InputError(f"proxy setting {name}={getattr(self, name)} must be >= 0")
         if not 0 < self.val_fraction < 1:
@@ -94,12 +95,13 @@ PRESETS: dict[str, ProxySettings] = {
     "paper": ProxySettings(),
     "cpu-small": ProxySettings(
         crop=(128, 160), scale=(0.75, 1.25), cache_size=48, stage1_epochs=2, stage1_batch=12,
-        stage2_epochs=2, stage2_batch=8, stage2_steps=4, val_fraction=0.2, val_blocks=4, val_max_images=16, val_long_side=240,
+        stage2_epochs=2, stage2_batch=8, stage2_steps=4, val_fraction=0.2, val_blocks=4, val_max_images=16,
+        val_gap=0, val_long_side=240,
         val_batch=8, time_limit_s=150.0, max_proxy_macs=400_000_000, workers=0,
     ),
     "test": ProxySettings(
         crop=(64, 64), scale=(1.0, 1.0), cache_size=8, stage1_epochs=1, stage1_batch=4, stage2_epochs=1,
-        stage2_batch=4, stage2_steps=2, val_fraction=0.2, val_blocks=2, val_long_side=64, val_batch=8,
+        stage2_batch=4, stage2_steps=2, val_fraction=0.2, val_blocks=2, val_gap=0, val_long_side=64, val_batch=8,
         time_limit_s=60.0, max_proxy_macs=None, workers=0,
     ),
 }

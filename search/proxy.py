@@ -1,12 +1,14 @@
-"""Proxy training of one candidate (method.md §5): decoder on cached encoder features, then end to end.
+"""Proxy training of one candidate (method.md §5): the decoder on cached encoder features, then end to end.
 
-:class:`ProxyData` is built once per search run: the held-out part of the train split (contiguous blocks of
-frames in name order, since neighbouring video frames are near copies), the validation tensors, the pretrained
-encoder's weights, and the stage-1 cache (encoder outputs E0, E1 of augmented crops, labels at E0's size).
-:func:`train_candidate` then trains one genotype: stage 1 trains the decoder alone on the cache, stage 2 trains
-encoder and decoder end to end on augmented crops; both use Polyak averaging whose average replaces the live
-weights at the end of every epoch; after stage 1 and after every stage-2 epoch the model is scored on the
-held-out frames and an early-stopping callback may end the candidate (method.md §4).
+:func:`train_candidate` trains one genotype on a :class:`~segfactory.search.proxy_data.ProxyData` with the
+project's one training step (:class:`segfactory.factory.training.TrainStep`): stage 1 trains the decoder alone on
+the cached features, stage 2 trains encoder and decoder end to end on augmented crops. Both average their weights
+(Polyak, capped by the stage's length so that short schedules keep what they learn) and put the average in place
+at every epoch's end. After stage 1 and after every stage-2 epoch the model is scored on the held-out frames with
+the project's one evaluation loop, and an early-stopping callback may end the candidate (method.md §4).
+
+The time limit counts this process's CPU time (all threads), so a loaded host does not turn candidates into
+failures; a candidate that reaches it has failed, whatever it scored before.
 """
 
 from __future__ import annotations
@@ -17,149 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype
-from segfactory.search.presets import ProxySettings
-from torch import Tensor
+from segfactory.search.proxy_data import ProxyData, heldout_split
 
 ShouldContinue = Callable[[int, float], bool]
 
 
 class CandidateFailed(Exception):
-    """A candidate that cannot be scored (non-finite loss, out of memory, an error in its model)."""
+    """A candidate that cannot be scored (non-finite loss, out of memory, an error in its model, time limit)."""
 
-
-class _TimeUp(Exception):
-    pass
-
-
-# -- data prepared once per run --------------------------------------------------------------------------------
-
-def heldout_split(names: list[str], fraction: float, blocks: int,
-                  max_images: int | None = None) -> tuple[list[int], list[int]]:
-    """(train indices, held-out indices): ``blocks`` contiguous runs of frames in name order.
-
-    The sorted frames are cut into ``blocks`` equal chunks and the last ``fraction`` of each chunk is held out,
-    so held-out frames have no near-copy neighbours in training except at the few block edges.
-    """
-    n = len(names)
-    order = sorted(range(n), key=lambda i: names[i])
-    n_val = max(1, round(n * fraction))
-    if max_images is not None:
-        n_val = min(n_val, max_images)
-    if n_val >= n:
-        raise InputError(f"the train split has {n} images: too few to hold out {fraction:.0%} of them")
-    blocks = max(1, min(blocks, n_val))
-    held: list[int] = []
-    for b in range(blocks):
-        hi = (b + 1) * n // blocks
-        take = n_val // blocks + (1 if b < n_val % blocks else 0)
-        held += order[hi - take : hi]
-    held_set = set(held)
-    return [i for i in order if i not in held_set], sorted(held, key=lambda i: names[i])
-
-
-class _Subset:
-    """Items ``indices`` of a dataset, decoded once and kept in memory (a proxy reads them many times)."""
-
-    def __init__(self, base, indices: list[int]) -> None:
-        self.items = [base[i] for i in indices]
-        self.ignore_index = base.ignore_index
-        self.num_classes = base.num_classes
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.items[i]
-
-
-@dataclass
-class ProxyData:
-    """Everything a candidate's proxy training reads; built by :meth:`prepare` once per run."""
-
-    config: ModelConfig
-    settings: ProxySettings
-    train: Any  # _Subset of the meta-train frames
-    val_images: Tensor  # (N, 3, H, W) normalised
-    val_masks: Tensor  # (N, H, W) int64
-    encoder_state: dict[str, Tensor]
-    cache_e0: Tensor  # (M, 24, h/4, w/4)
-    cache_e1: Tensor  # (M, 32, h/8, w/8)
-    cache_labels: Tensor  # (M, h/4, w/4) int64
-    num_classes: int
-    ignore_index: int
-    heldout_names: list[str] = field(default_factory=list)
-    prepare_s: float = 0.0
-
-    @classmethod
-    def prepare(cls, dataset, config: ModelConfig, settings: ProxySettings, seed: int,
-                device: str = "cpu", heldout=None) -> ProxyData:
-        """``heldout``: score on this dataset (e.g. the val split) and train on all of ``dataset`` instead."""
-        from segfactory.factory.model import build_model
-        from segfactory.factory.transforms import TrainTransform, normalize, resize_image, resize_mask
-
-        t0 = time.monotonic()
-        if config.num_classes != dataset.num_classes:
-            raise InputError(f"the model has {config.num_classes} classes but {dataset.spec} has "
-                             f"{dataset.num_classes}")
-        if heldout is None:
-            train_idx, val_idx = heldout_split(dataset.names, settings.val_fraction, settings.val_blocks,
-                                               settings.val_max_images)
-            val = _Subset(dataset, val_idx)
-            val_names = [dataset.names[i] for i in val_idx]
-        else:
-            train_idx = list(range(len(dataset)))
-            val = _Subset(heldout, list(range(len(heldout))))
-            val_names = list(heldout.names)
-        train = _Subset(dataset, train_idx)
-        images, masks = [], []
-        for image, mask in val.items:
-            if settings.val_long_side is not None:
-                h, w = mask.shape
-                r = settings.val_long_side / max(h, w)
-                size = (max(1, round(h * r)), max(1, round(w * r)))
-                image, mask = resize_image(image, size), resize_mask(mask, size)
-            images.append(image)
-            masks.append(mask)
-        if len({m.shape for m in masks}) > 1:
-            raise InputError(f"{dataset.spec}: held-out images differ in size; set val_long_side in the preset")
-        val_images = normalize(np.stack(images), config.mean, config.std)
-        val_masks = torch.from_numpy(np.stack(masks).astype(np.int64))
-
-        with torch.random.fork_rng():  # "none" weights: a seeded random encoder, the same in every process
-            torch.manual_seed(seed)
-            encoder = build_model(_any_genotype(), config, load_weights=True).encoder
-        encoder_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-        encoder = encoder.to(device).eval()
-        transform = TrainTransform(settings.crop, config.mean, config.std, dataset.ignore_index, settings.scale)
-        e0s, e1s, labels = [], [], []
-        with torch.no_grad():
-            for j in range(settings.cache_size):
-                image, mask = train[j % len(train)]
-                x, y = transform(image, mask, np.random.default_rng([seed, 7, j]))
-                e0, e1 = encoder(x[None].to(device))
-                e0s.append(e0.cpu())
-                e1s.append(e1.cpu())
-                labels.append(torch.from_numpy(resize_mask(y.numpy(), tuple(e0.shape[-2:])).astype(np.int64)))
-        e0, e1, lab = torch.cat(e0s), torch.cat(e1s), torch.stack(labels)
-        if device == "cuda":  # the cache lives on the GPU (as upstream); validation tensors are pinned
-            e0, e1, lab = e0.to(device), e1.to(device), lab.to(device)
-            val_images, val_masks = val_images.pin_memory(), val_masks.pin_memory()
-        return cls(config, settings, train, val_images, val_masks, encoder_state, e0, e1, lab, dataset.num_classes,
-                   dataset.ignore_index, val_names, time.monotonic() - t0)
-
-
-def _any_genotype() -> Genotype:
-    from segfactory.factory.zoo import ZOO
-
-    return ZOO["arch0"]
-
-
-# -- one candidate ---------------------------------------------------------------------------------------------
 
 @dataclass
 class ProxyResult:
@@ -174,40 +44,31 @@ class ProxyResult:
     stage2_s: float = 0.0
     val_s: float = 0.0
     steps: int = 0
+    cpu_s: float = 0.0  # this process's CPU time spent on the candidate (what the time limit counts)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def validate(model, data: ProxyData, device: str, batch: int) -> dict[str, Any]:
-    """Metrics of ``model`` on the held-out frames (full model, logits at the label's size)."""
-    from segfactory.factory.metrics import ConfusionMatrix
+    """Metrics of ``model`` on the held-out frames: the project's evaluation loop (full model, labels at the
+    frames' size)."""
+    from segfactory.factory.evaluate import TorchPredictor, evaluate
 
-    cm = ConfusionMatrix(data.num_classes, data.ignore_index)
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(data.val_images), batch):
-            logits = model(data.val_images[i : i + batch].to(device, non_blocking=True))
-            cm.update(logits.argmax(1).cpu(), data.val_masks[i : i + batch])
-    return cm.summarize()
+    return evaluate(TorchPredictor(model, device), data.heldout, batch_size=batch, progress=False)
 
 
 def train_candidate(genotype: Genotype, data: ProxyData, *, seed: int, device: str = "cpu",
                     should_continue: ShouldContinue | None = None) -> ProxyResult:
     """Proxy-train ``genotype`` and score it; never raises for a failure of the candidate itself."""
     result = ProxyResult("ok")
-    s = data.settings
-    deadline = time.monotonic() + s.time_limit_s if s.time_limit_s else math.inf
+    limit = data.settings.time_limit_s
+    cpu0 = time.process_time()
     try:
         with torch.random.fork_rng(devices=[torch.device(device)] if device == "cuda" else []):
             torch.manual_seed(seed)
-            _run(genotype, data, seed, device, should_continue, deadline, result)
-    except _TimeUp:
-        if result.score is None:
-            result.status, result.reason = "failed", f"time limit of {s.time_limit_s:g} s before any validation"
-        else:
-            result.status = "early-stopped"
-            result.reason = f"time limit of {s.time_limit_s:g} s (scored at its last validation)"
+            _Candidate(genotype, data, seed, device, should_continue, result,
+                       cpu0 + limit if limit else math.inf).run()
     except CandidateFailed as e:
         result.status, result.reason = "failed", str(e)
     except InputError:
@@ -218,104 +79,120 @@ def train_candidate(genotype: Genotype, data: ProxyData, *, seed: int, device: s
         if "out of memory" in first.lower() or name == "OutOfMemoryError":
             name = "out of memory"
         result.status, result.reason = "failed", f"{name}: {first}"
+    result.cpu_s = time.process_time() - cpu0
     if result.status == "failed":
         result.miou = result.macc = result.fwiou = result.score = None
     return result
 
 
-def _run(genotype: Genotype, data: ProxyData, seed: int, device: str, should_continue: ShouldContinue | None,
-         deadline: float, result: ProxyResult) -> None:
-    from segfactory.factory.model import SegModel
-    from segfactory.factory.ops import resize
-    from segfactory.factory.training import PolyakAverage, make_train_loader, seg_loss, set_epoch
+class _Candidate:
+    """The two stages of one candidate (see the module docstring)."""
 
-    s = data.settings
-    amp = device == "cuda"
-    model = SegModel(genotype, data.config)
-    model.encoder.load_state_dict(data.encoder_state)
-    model.to(device)
-    checkpoint = 0
+    def __init__(self, genotype: Genotype, data: ProxyData, seed: int, device: str,
+                 should_continue: ShouldContinue | None, result: ProxyResult, cpu_deadline: float) -> None:
+        from segfactory.factory.model import SegModel
 
-    def check(loss: Tensor, stage: int, step: int) -> None:
-        if not torch.isfinite(loss):
-            raise CandidateFailed(f"non-finite loss in stage {stage} at step {step}")
-        if time.monotonic() > deadline:
-            raise _TimeUp
+        self.data, self.s, self.seed, self.device = data, data.settings, seed, device
+        self.should_continue, self.result, self.cpu_deadline = should_continue, result, cpu_deadline
+        self.model = SegModel(genotype, data.config)
+        self.model.encoder.load_state_dict(data.encoder_state)
+        self.model.to(device)
+        self.amp = "bf16" if device == "cuda" else None
+        self.checkpoint = 0
 
-    def score_now() -> bool:
-        nonlocal checkpoint
+    def run(self) -> None:
         t = time.monotonic()
-        m = validate(model, data, device, s.val_batch)
-        result.val_s += time.monotonic() - t
-        result.miou, result.macc, result.fwiou, result.score = m["miou"], m["macc"], m["fwiou"], m["score"]
-        result.checkpoints.append(m["score"])
-        go_on = should_continue is None or should_continue(checkpoint, m["score"])
-        checkpoint += 1
+        self.stage1()
+        self.result.stage1_s = time.monotonic() - t
+        if not self.score() or self.s.stage2_epochs == 0:
+            return
+        self.stage2()
+
+    def step_made(self, stage: int) -> None:
+        self.result.steps += 1
+        if time.process_time() > self.cpu_deadline:
+            raise CandidateFailed(f"time limit of {self.s.time_limit_s:g} CPU-seconds reached in stage {stage} "
+                                  f"after {self.result.steps} steps")
+
+    def train_step(self, step, inputs, target, progress: float, stage: int) -> None:
+        from segfactory.factory.training import NonFiniteLoss
+
+        try:
+            step(inputs, target, progress)
+        except NonFiniteLoss:
+            raise CandidateFailed(f"non-finite loss in stage {stage} at step {self.result.steps}") from None
+        self.step_made(stage)
+
+    def stage1(self) -> None:
+        """The decoder alone, on the cached encoder features (logits resized to the cached labels, as upstream)."""
+        from segfactory.factory.ops import resize
+        from segfactory.factory.training import PolyakAverage, TrainStep, make_optimizer
+
+        s, data, decoder = self.s, self.data, self.model.decoder
+        decoder.train()
+        params = list(decoder.parameters())
+        n = len(data.cache_labels)
+        per_epoch = max(1, (n - s.stage1_batch) // s.stage1_batch + 1) if n >= s.stage1_batch else 1
+        average = PolyakAverage(decoder, s.stage1_polyak, planned_steps=per_epoch * s.stage1_epochs)
+        size = tuple(data.cache_labels.shape[-2:])
+        step = TrainStep(lambda x: resize(decoder(*x), size), [params],
+                         make_optimizer("adam", [{"params": params, "lr": s.stage1_lr}], s.weight_decay),
+                         ignore_index=data.ignore_index, average=average, averaged=decoder, grad_clip=s.grad_clip,
+                         amp=self.amp)
+        g = torch.Generator().manual_seed(self.seed)
+        for _epoch in range(s.stage1_epochs):
+            order = torch.randperm(n, generator=g)
+            for start in range(0, max(n - s.stage1_batch, 0) + 1, s.stage1_batch):  # drop the last partial batch
+                idx = order[start : start + s.stage1_batch]
+                inputs = (data.cache_e0[idx].to(self.device), data.cache_e1[idx].to(self.device))
+                self.train_step(step, inputs, data.cache_labels[idx].to(self.device), 0.0, 1)
+            step.put_average()
+
+    def stage2(self) -> None:
+        """Encoder and decoder end to end on augmented crops; scored after every epoch."""
+        from segfactory.factory.training import PolyakAverage, TrainStep, make_optimizer, make_train_loader, set_epoch
+
+        s, data, model = self.s, self.data, self.model
+        enc, dec = list(model.encoder.parameters()), list(model.decoder.parameters())
+        loader = make_train_loader(data.train, data.config, s.crop, s.stage2_batch, s.workers, self.seed, s.scale,
+                                   pin_memory=self.device == "cuda")
+        per_epoch = min(len(loader), s.stage2_steps) if s.stage2_steps is not None else len(loader)
+        average = PolyakAverage(model, s.stage2_polyak, planned_steps=per_epoch * s.stage2_epochs)
+        optimizer = make_optimizer("adam", [{"params": enc, "lr": s.stage2_enc_lr},
+                                            {"params": dec, "lr": s.stage2_dec_lr}], s.weight_decay)
+        step = TrainStep(lambda x: model(x, native=True), [enc, dec], optimizer, ignore_index=data.ignore_index,
+                         average=average, averaged=model, grad_clip=s.grad_clip, amp=self.amp)
+        for epoch in range(s.stage2_epochs):
+            t = time.monotonic()
+            model.train()
+            set_epoch(loader, epoch)
+            for i, (images, masks) in enumerate(loader):
+                if i >= per_epoch:
+                    break
+                images = images.to(self.device, non_blocking=True)
+                self.train_step(step, images, masks.to(self.device, non_blocking=True), 0.0, 2)
+            step.put_average()
+            self.result.stage2_s += time.monotonic() - t
+            if not self.score():
+                return
+
+    def score(self) -> bool:
+        """Validate on the held-out frames; record the score; ask the early stopper whether to go on."""
+        t = time.monotonic()
+        m = validate(self.model, self.data, self.device, self.s.val_batch)
+        self.result.val_s += time.monotonic() - t
+        r = self.result
+        r.miou, r.macc, r.fwiou, r.score = m["miou"], m["macc"], m["fwiou"], m["score"]
+        r.checkpoints.append(m["score"])
+        go_on = self.should_continue is None or self.should_continue(self.checkpoint, m["score"])
+        self.checkpoint += 1
         if not go_on:
-            result.status = "early-stopped"
-            result.reason = f"early stopping at checkpoint {checkpoint - 1} (score {m['score']:.4f})"
-        if time.monotonic() > deadline:
-            raise _TimeUp
+            r.status, r.reason = "early-stopped", f"early stopping at checkpoint {self.checkpoint - 1} " \
+                                                  f"(score {m['score']:.4f})"
+        if time.process_time() > self.cpu_deadline:
+            raise CandidateFailed(f"time limit of {self.s.time_limit_s:g} CPU-seconds reached at validation "
+                                  f"{self.checkpoint - 1}")
         return go_on
 
-    # Stage 1: the decoder alone, on the cached encoder features.
-    t = time.monotonic()
-    decoder = model.decoder
-    decoder.train()
-    opt = torch.optim.Adam(decoder.parameters(), lr=s.stage1_lr, weight_decay=s.weight_decay)
-    avg = PolyakAverage(decoder, s.stage1_polyak)
-    g = torch.Generator().manual_seed(seed)
-    n = len(data.cache_labels)
-    for _epoch in range(s.stage1_epochs):
-        order = torch.randperm(n, generator=g)
-        for start in range(0, max(n - s.stage1_batch, 0) + 1, s.stage1_batch):  # drop the last partial batch
-            idx = order[start : start + s.stage1_batch]
-            e0, e1 = data.cache_e0[idx].to(device), data.cache_e1[idx].to(device)
-            target = data.cache_labels[idx].to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                logits = decoder(e0, e1)
-            # Upstream resizes the logits to the cached label's size (E0's) in this stage.
-            loss = seg_loss(resize(logits.float(), target.shape[-2:]), target, data.ignore_index)
-            check(loss, 1, result.steps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(decoder.parameters(), s.grad_clip)
-            opt.step()
-            avg.update(decoder)
-            result.steps += 1
-        avg.copy_to(decoder)
-    result.stage1_s = time.monotonic() - t
-    if not score_now() or s.stage2_epochs == 0:
-        return
 
-    # Stage 2: encoder and decoder end to end.
-    t = time.monotonic()
-    enc_params, dec_params = list(model.encoder.parameters()), list(model.decoder.parameters())
-    opt = torch.optim.Adam([{"params": enc_params, "lr": s.stage2_enc_lr},
-                            {"params": dec_params, "lr": s.stage2_dec_lr}], weight_decay=s.weight_decay)
-    avg = PolyakAverage(model, s.stage2_polyak)
-    loader = make_train_loader(data.train, data.config, s.crop, s.stage2_batch, s.workers, seed, s.scale)
-    for epoch in range(s.stage2_epochs):
-        model.train()
-        set_epoch(loader, epoch)
-        for step, (images, masks) in enumerate(loader):
-            if s.stage2_steps is not None and step >= s.stage2_steps:
-                break
-            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                logits = model(images, native=True)
-            loss = seg_loss(logits.float(), masks, data.ignore_index)
-            check(loss, 2, result.steps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(enc_params, s.grad_clip)
-            torch.nn.utils.clip_grad_norm_(dec_params, s.grad_clip)
-            opt.step()
-            avg.update(model)
-            result.steps += 1
-        avg.copy_to(model)
-        result.stage2_s += time.monotonic() - t
-        go_on = score_now()
-        t = time.monotonic()
-        if not go_on:
-            return
+__all__ = ["CandidateFailed", "ProxyData", "ProxyResult", "heldout_split", "train_candidate", "validate"]

@@ -24,53 +24,66 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
+RECIPE_HELP = ("Training recipe (its settings are the defaults below): adam-poly = the paper's Adam, poly decay, "
+               "256x256 crops, scale 0.5-2, loss at the head's resolution; adamw-poly = AdamW 2e-3, weight decay "
+               "1e-4, poly decay, 240x320 crops, scale 0.5-1, loss at the input's resolution.")
+
+
 @click.command("train")
-@click.option("--arch", required=True, help="A zoo name (arch0, arch1), a genotype JSON or a search's best.json.")
+@click.option("--arch", required=True,
+              help="A zoo name (arch0, arch1), a reference model (lraspp_mobilenet_v3_large, trained from scratch), "
+                   "a genotype JSON or a search's best.json.")
 @click.option("--data", required=True, help=SPEC_HELP)
-@click.option("--epochs", type=click.IntRange(1, 100000), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 100000), default=None,
+              help="Epochs to train [default: 30 unless --minutes].")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Or a wall-time budget, validation included, counted over every resumed part; the learning "
+                   "rate decays on the elapsed fraction of it and the run ends with a validation.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @model_config_options
 @click.option("--ignore-index", type=int, default=None, help="Ignore label of folder: data (default 255).")
-@click.option("--crop", default="256x256", show_default=True, callback=parse_size_option,
-              help=f"Training crop HxW (smaller images are padded with ignore). {BOUNDS_HELP}")
-@click.option("--scale", nargs=2, type=float, default=(0.5, 2.0), show_default=True,
-              help="Random scale range.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
-              help="Crops per step (bounded by memory with --crop).")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
-              help="Adam (constant rates) or SGD with momentum 0.9 and a poly schedule.")
-@click.option("--encoder-lr", type=float, default=None, help="Encoder learning rate [adam 5e-4, sgd 1e-2].")
-@click.option("--decoder-lr", type=float, default=None, help="Decoder learning rate [adam 2e-3, sgd 1e-1].")
-@click.option("--weight-decay", type=float, default=1e-5, show_default=True)
-@click.option("--grad-clip", type=float, default=3.0, show_default=True,
-              help="Max gradient norm, encoder and decoder separately (0: off).")
+@click.option("--recipe", type=click.Choice(["adam-poly", "adamw-poly"]), default="adam-poly", show_default=True,
+              help=RECIPE_HELP)
+@click.option("--crop", default=None, callback=parse_size_option,
+              help=f"Training crop HxW (smaller images are padded with ignore) [the recipe's]. {BOUNDS_HELP}")
+@click.option("--scale", nargs=2, type=float, default=None, help="Random scale range [the recipe's].")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
+              help="Crops per step, bounded by memory with --crop [the recipe's: 8].")
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=None,
+              help="adam (coupled L2), adamw (decoupled weight decay) or sgd (momentum 0.9) [the recipe's].")
+@click.option("--encoder-lr", type=float, default=None, help="Encoder (backbone) learning rate [the recipe's].")
+@click.option("--decoder-lr", type=float, default=None, help="Decoder (head) learning rate [the recipe's].")
+@click.option("--weight-decay", type=float, default=None, help="[the recipe's]")
+@click.option("--schedule", type=click.Choice(["poly", "constant"]), default=None,
+              help="Learning-rate schedule: poly decay (power 0.9) over the epochs or minutes [the recipe's: poly].")
+@click.option("--loss-at", type=click.Choice(["native", "output"]), default=None,
+              help="Cross-entropy at the head's resolution or at the input's [the recipe's].")
+@click.option("--grad-clip", type=float, default=None,
+              help="Max gradient norm, encoder and decoder separately, 0: off [the recipe's].")
 @click.option("--polyak", type=float, default=None,
-              help="Polyak averaging: EMA decay per step (e.g. 0.99); weights replaced by the average each epoch.")
+              help="Polyak averaging: EMA decay per step (e.g. 0.99), capped so it spans at most a quarter of the "
+                   "run; weights and BN statistics replaced by the average each epoch.")
+@click.option("--val-every", type=click.IntRange(0, 100000), default=1, show_default=True,
+              help="Validate after every N-th epoch (and after the first and the last); 0: the last only.")
+@click.option("--val-images", type=click.IntRange(min=1), default=None,
+              help="Validate on the first N images of the val split [all].")
 @device_option
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Torch threads [torch's default].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True, help="Loader processes.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @quiet_option
 @version
 @click.pass_context
-def train(ctx: click.Context, arch: str, data: str, epochs: int, out: str, num_classes: int, agg_size: int,
-          sep_repeats: int, encoder_weights: str, ignore_index: int | None, crop: tuple[int, int],
-          scale: tuple[float, float], batch_size: int, optimizer: str, encoder_lr: float | None,
-          decoder_lr: float | None, weight_decay: float, grad_clip: float, polyak: float | None, device: str,
-          amp: bool, seed: int, workers: int, resume: bool, quiet: bool) -> None:
+def train(ctx: click.Context, out: str, resume: bool, quiet: bool, device: str, num_classes: int,
+          scale, **options) -> None:
     """Train ARCH on DATA into OUT: model.pt (final weights), last.pt (for --resume), metrics.json."""
     from segfactory.factory.training import TrainConfig
     from segfactory.factory.training import train as run
 
-    cfg = TrainConfig(
-        arch=arch, data=data, epochs=epochs, crop=crop, batch_size=batch_size, optimizer=optimizer,
-        encoder_lr=encoder_lr, decoder_lr=decoder_lr, weight_decay=weight_decay, polyak=polyak,
-        grad_clip=grad_clip, scale=tuple(scale), seed=seed,
-        num_classes=num_classes if _explicit(ctx, "num_classes") else None, ignore_index=ignore_index,
-        agg_size=agg_size, sep_repeats=sep_repeats, encoder_weights=encoder_weights,
-        device=resolve_device(device), amp=amp, workers=workers,
-    )
+    cfg = TrainConfig(**options, scale=tuple(scale) if scale else None, device=resolve_device(device),
+                      num_classes=num_classes if _explicit(ctx, "num_classes") else None)
     run(cfg, out, resume=resume, progress=not quiet)
 
 

@@ -46,10 +46,10 @@ def data() -> ProxyData:
 
 
 def test_prepare_holds_out_blocks_and_caches_features(data):
-    assert data.val_images.shape == (2, 3, 48, 64) and data.val_masks.shape == (2, 48, 64)
+    assert len(data.heldout) == 2 and [m.shape for _, m in data.heldout.items] == [(48, 64)] * 2
     assert data.cache_e0.shape == (8, 24, 8, 8) and data.cache_e1.shape == (8, 32, 4, 4)
     assert data.cache_labels.shape == (8, 8, 8)
-    assert len(data.train) == 8 and data.heldout_names == ["f004", "f009"]
+    assert len(data.train) == 8 and data.heldout_names == ["f001", "f006"]
 
 
 def test_a_candidate_trains_and_is_scored(data):
@@ -69,9 +69,9 @@ def test_early_stopping_ends_the_candidate(data):
 
 def test_non_finite_loss_fails_the_candidate(data, monkeypatch):
     import torch
-    from segfactory.factory import training
+    from segfactory.factory.training import step
 
-    monkeypatch.setattr(training, "seg_loss", lambda logits, target, ignore: logits.sum() * torch.nan)
+    monkeypatch.setattr(step, "seg_loss", lambda logits, target, ignore: logits.sum() * torch.nan)
     r = train_candidate(ZOO["arch0"], data, seed=0)
     assert r.status == "failed" and "non-finite loss" in r.reason and r.score is None
 
