@@ -141,7 +141,6 @@ class OrtRunner(RunnerBase):
             import onnxruntime as ort
         except ImportError:
             raise RunError("backend ort: onnxruntime is not installed (pip install onnxruntime)") from None
-        import numpy as np
 
         if provider not in ORT_PROVIDERS:
             raise InputError(f"onnxruntime provider {provider!r} is not one of {', '.join(ORT_PROVIDERS)}")
@@ -150,14 +149,6 @@ class OrtRunner(RunnerBase):
             raise RunError(f"onnxruntime has no {ep} here (available: {', '.join(ort.get_available_providers())})")
         if threads is not None and threads < 1:
             raise InputError(f"--threads {threads} must be at least 1")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.intra_op_num_threads = threads or 0
-        so.inter_op_num_threads = 1
-        if profile_prefix:
-            so.enable_profiling = True
-            so.profile_file_prefix = profile_prefix
         providers: list[Any] = [ep]
         if provider == "tensorrt":
             providers = [(ep, {"trt_fp16_enable": fp16}), "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -167,7 +158,8 @@ class OrtRunner(RunnerBase):
         if not isinstance(model, bytes) and not Path(model).is_file():
             raise InputError(f"ONNX model {model} does not exist")
         try:
-            self.session = ort.InferenceSession(source, sess_options=so, providers=providers)
+            self.session = ort.InferenceSession(source, sess_options=_session_options(ort, threads, profile_prefix),
+                                                providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             # a file ONNX Runtime cannot parse or whose graph is invalid is bad input (exit 2), as in eval and
             # through the agent; anything else (a provider failing) is a failed run
@@ -177,31 +169,8 @@ class OrtRunner(RunnerBase):
         self.provider = provider
         self.threads = threads if threads else os.cpu_count()
         self.precision = "fp16" if fp16 else _onnx_precision(self.session)
-        self.feeds = {}
-        shape_used: tuple[int, ...] | None = None
-        for i, inp in enumerate(self.session.get_inputs()):
-            shape = []
-            for d, dim in enumerate(inp.shape):
-                if isinstance(dim, int) and dim > 0:
-                    shape.append(dim)
-                elif input_shape is not None and d < len(input_shape):
-                    shape.append(int(input_shape[d]))
-                else:
-                    raise InputError(f"{name}: input {inp.name!r} has a dynamic dimension {d}; give --input-size")
-            if i == 0 and input_shape is not None and list(input_shape) != shape:
-                raise InputError(f"{name}: input {inp.name!r} has the fixed shape {inp.shape}, not "
-                                 f"{list(input_shape)}; export it at that size (or with a dynamic batch)")
-            dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-                     "tensor(uint8)": np.uint8}.get(inp.type)
-            if dtype is None:
-                raise InputError(f"{name}: input {inp.name!r} has type {inp.type}, not float/float16/uint8")
-            rng = np.random.default_rng(0)
-            if dtype is np.uint8:
-                self.feeds[inp.name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
-            else:
-                self.feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-            shape_used = shape_used or tuple(shape)
-        self.input_shape = shape_used or ()
+        self.feeds = _random_feeds(self.session, input_shape, name)
+        self.input_shape = tuple(next(iter(self.feeds.values())).shape) if self.feeds else ()
         self._ort = ort
         self._outputs = [o.name for o in self.session.get_outputs()]
 
@@ -222,6 +191,48 @@ class OrtRunner(RunnerBase):
 
     def close(self) -> None:
         self.session = None
+
+
+def _session_options(ort: Any, threads: int | None, profile_prefix: str | None) -> Any:
+    """Fixed threads (intra-op ``threads``, 0: ONNX Runtime's choice; inter-op 1), sequential, all optimisations."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads or 0
+    so.inter_op_num_threads = 1
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
+def _random_feeds(session: Any, input_shape: tuple[int, ...] | None, name: str) -> dict[str, Any]:
+    """Seeded random inputs of the graph's types; dynamic dimensions take ``input_shape``'s."""
+    import numpy as np
+
+    feeds = {}
+    for i, inp in enumerate(session.get_inputs()):
+        shape = []
+        for d, dim in enumerate(inp.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            elif input_shape is not None and d < len(input_shape):
+                shape.append(int(input_shape[d]))
+            else:
+                raise InputError(f"{name}: input {inp.name!r} has a dynamic dimension {d}; give --input-size")
+        if i == 0 and input_shape is not None and list(input_shape) != shape:
+            raise InputError(f"{name}: input {inp.name!r} has the fixed shape {inp.shape}, not "
+                             f"{list(input_shape)}; export it at that size (or with a dynamic batch)")
+        dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                 "tensor(uint8)": np.uint8}.get(inp.type)
+        if dtype is None:
+            raise InputError(f"{name}: input {inp.name!r} has type {inp.type}, not float/float16/uint8")
+        rng = np.random.default_rng(0)
+        if dtype is np.uint8:
+            feeds[inp.name] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        else:
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
 
 
 def _onnx_precision(session: Any) -> str:

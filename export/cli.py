@@ -6,23 +6,19 @@ import json
 
 import click
 from segfactory.factory.commands.options import (
+    MODEL_CONFIG_PARAMS,
+    config_from_options,
+    explicit,
     input_size_option,
     json_option,
     model_config_options,
     quiet_option,
     version,
 )
-
 from segfactory.factory.memory import BOUNDS_HELP
 
 SPEC_HELP = "Real images for parity, calibration and mIoU: camvid:PATH, cityscapes:PATH, folder:PATH or camvid-mini " \
             "[default: camvid-mini where the repository has it]."
-CONFIG_FLAGS = ("num_classes", "agg_size", "sep_repeats", "encoder_weights")
-
-
-def _explicit(ctx: click.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 @click.command("export")
@@ -68,13 +64,11 @@ def export(ctx: click.Context, checkpoint: str | None, arch: str | None, fmt: st
         raise click.UsageError("pass exactly one of --checkpoint and --arch")
     config = None
     if checkpoint is not None:
-        given = [f"--{n.replace('_', '-')}" for n in CONFIG_FLAGS if _explicit(ctx, n)]
+        given = [f"--{n.replace('_', '-')}" for n in MODEL_CONFIG_PARAMS if explicit(ctx, n)]
         if given:
             raise InputError(f"{', '.join(given)} cannot be combined with --checkpoint: the checkpoint holds its "
                              "model configuration")
     else:
-        from segfactory.factory.commands.options import config_from_options
-
         config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
 
     from segfactory.export.api import ExportOptions, export_model
@@ -101,7 +95,7 @@ def _command(ctx: click.Context) -> str:
 
     args = ["segfactory", "export"]
     for param in ctx.command.params:
-        if not isinstance(param, click.Option) or not _explicit(ctx, param.name) or param.name == "as_json":
+        if not isinstance(param, click.Option) or not explicit(ctx, param.name) or param.name == "as_json":
             continue
         value, flag = ctx.params[param.name], param.opts[0]
         if param.is_flag:

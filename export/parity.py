@@ -7,6 +7,7 @@ the tolerance at the top logit (elsewhere either answer is right), and also repo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,18 @@ def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int = BATCH) 
     return np.concatenate(outs)
 
 
+def graph_images(images: np.ndarray, predictor: Any, what: str) -> np.ndarray:
+    """``images`` checked to be uint8 (N, H, W, 3), N >= 1, and resized to the graph's input size if it has one."""
+    from segfactory.factory.transforms import resize_image
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
+        raise InputError(f"{what} images must be uint8 (N, H, W, 3) with N >= 1, got {images.dtype} {images.shape}")
+    if predictor.input_size and images.shape[1:3] != tuple(predictor.input_size):
+        images = np.stack([resize_image(im, predictor.input_size) for im in images])
+    return images
+
+
 def check_parity(
     model: nn.Module,
     onnx_path: str | Path,
@@ -55,11 +68,10 @@ def check_parity(
     Returns ``max_abs_diff``, ``max_rel_diff`` (the largest difference relative to the largest PyTorch logit
     magnitude), ``mean_abs_diff``, ``within_tolerance`` (fraction of logits), ``agreement`` (clear-margin
     pixels), ``agreement_all``, pixel counts, the tolerances and ``passed``: agreement >= ``min_agreement`` and,
-    where ``require_close`` (default: FP32), a fraction >= ``min_within`` of the logits within tolerance. Logit figures are None for an ONNX
-    model whose output is labels.
+    where ``require_close`` (default: FP32), a fraction >= ``min_within`` of the logits within tolerance. Logit
+    figures are None for an ONNX model whose output is labels.
     """
     from segfactory.export.predictor import OnnxPredictor
-    from segfactory.factory.transforms import resize_image
 
     if precision not in TOLERANCES:
         raise InputError(f"precision {precision!r} is not one of {', '.join(TOLERANCES)}")
@@ -67,66 +79,77 @@ def check_parity(
     rtol = d_rtol if rtol is None else rtol
     atol = d_atol if atol is None else atol
     require_close = precision == "fp32" if require_close is None else require_close
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
-        raise InputError(f"parity images must be uint8 (N, H, W, 3) with N >= 1, got {images.dtype} {images.shape}")
     predictor = OnnxPredictor(onnx_path)
-    if predictor.input_size and images.shape[1:3] != tuple(predictor.input_size):
-        images = np.stack([resize_image(im, predictor.input_size) for im in images])
+    images = graph_images(images, predictor, "parity")
 
-    max_abs = mean_abs_sum = 0.0
-    ref_max = 0.0
-    close = n_logits = 0
-    agree_clear = n_clear = agree_all = n_pixels = 0
+    tally = _Tally(rtol, atol, logits=predictor.output_kind == "logits")
     for i in range(0, len(images), batch_size):
         batch = images[i:i + batch_size]
-        ref = torch_logits(model, batch, batch_size)  # (B, K, H, W)
-        out = predictor.run(predictor.prepare(batch))
+        tally.add(torch_logits(model, batch, batch_size), predictor.run(predictor.prepare(batch)))
+    figures = tally.figures()
+    within = figures["within_tolerance"]
+    passed = (min_agreement is None or figures["agreement"] >= min_agreement) and (
+        not require_close or within is None or within >= min_within)
+    return {"precision": precision, "images": len(images), "input_size": list(images.shape[1:3]), **figures,
+            "rtol": rtol, "atol": atol, "min_agreement": min_agreement,
+            "min_within": min_within if require_close else None, "passed": bool(passed)}
+
+
+@dataclass
+class _Tally:
+    """Running sums over the batches of a parity check: logit differences and argmax agreement."""
+
+    rtol: float
+    atol: float
+    logits: bool  # the ONNX output is logits (else labels: no logit figures)
+    max_abs: float = 0.0
+    abs_sum: float = 0.0
+    ref_max: float = 0.0
+    close: int = 0
+    n_logits: int = 0
+    agree_clear: int = 0
+    n_clear: int = 0
+    agree_all: int = 0
+    n_pixels: int = 0
+
+    def add(self, ref: np.ndarray, out: np.ndarray) -> None:
+        """One batch: PyTorch logits ``ref`` (B, K, H, W) and the ONNX output (logits, or labels (B, H, W))."""
         top2 = np.partition(ref, -2, axis=1)[:, -2:]  # (B, 2, H, W): second, first
-        margin = top2[:, 1] - top2[:, 0]
-        clear = margin > atol + rtol * np.abs(top2[:, 1])
+        clear = top2[:, 1] - top2[:, 0] > self.atol + self.rtol * np.abs(top2[:, 1])
         ref_labels = ref.argmax(axis=1)
-        if predictor.output_kind == "logits":
-            out = out.astype(np.float32)
-            if out.shape != ref.shape:
-                raise InputError(f"ONNX output shape {out.shape} differs from PyTorch's {ref.shape}")
-            diff = np.abs(out - ref)
-            max_abs = max(max_abs, float(diff.max()))
-            mean_abs_sum += float(diff.sum())
-            ref_max = max(ref_max, float(np.abs(ref).max()))
-            close += int((diff <= atol + rtol * np.abs(ref)).sum())
-            n_logits += diff.size
-            labels = out.argmax(axis=1)
+        if self.logits:
+            labels = self._add_logits(ref, out.astype(np.float32))
         else:
             labels = out.astype(np.int64)
             if labels.shape != ref_labels.shape:
                 raise InputError(f"ONNX labels shape {labels.shape} differs from PyTorch's {ref_labels.shape}")
         same = labels == ref_labels
-        agree_clear += int(same[clear].sum())
-        n_clear += int(clear.sum())
-        agree_all += int(same.sum())
-        n_pixels += same.size
+        self.agree_clear += int(same[clear].sum())
+        self.n_clear += int(clear.sum())
+        self.agree_all += int(same.sum())
+        self.n_pixels += same.size
 
-    logits = predictor.output_kind == "logits"
-    agreement = agree_clear / n_clear if n_clear else 1.0
-    within = close / n_logits if logits else None
-    passed = (min_agreement is None or agreement >= min_agreement) and (
-        not require_close or within is None or within >= min_within)
-    return {
-        "precision": precision,
-        "images": len(images),
-        "input_size": list(images.shape[1:3]),
-        "max_abs_diff": max_abs if logits else None,
-        "max_rel_diff": (max_abs / ref_max if ref_max > 0 else 0.0) if logits else None,
-        "mean_abs_diff": mean_abs_sum / n_logits if logits else None,
-        "within_tolerance": within,
-        "agreement": agreement,
-        "agreement_all": agree_all / n_pixels,
-        "pixels": n_pixels,
-        "pixels_clear": n_clear,
-        "rtol": rtol,
-        "atol": atol,
-        "min_agreement": min_agreement,
-        "min_within": min_within if require_close else None,
-        "passed": bool(passed),
-    }
+    def _add_logits(self, ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if out.shape != ref.shape:
+            raise InputError(f"ONNX output shape {out.shape} differs from PyTorch's {ref.shape}")
+        diff = np.abs(out - ref)
+        self.max_abs = max(self.max_abs, float(diff.max()))
+        self.abs_sum += float(diff.sum())
+        self.ref_max = max(self.ref_max, float(np.abs(ref).max()))
+        self.close += int((diff <= self.atol + self.rtol * np.abs(ref)).sum())
+        self.n_logits += diff.size
+        return out.argmax(axis=1)
+
+    def figures(self) -> dict[str, Any]:
+        """The differences (None for labels) and the agreements, as check_parity reports them."""
+        logits = self.logits
+        return {
+            "max_abs_diff": self.max_abs if logits else None,
+            "max_rel_diff": (self.max_abs / self.ref_max if self.ref_max > 0 else 0.0) if logits else None,
+            "mean_abs_diff": self.abs_sum / self.n_logits if logits else None,
+            "within_tolerance": self.close / self.n_logits if logits else None,
+            "agreement": self.agree_clear / self.n_clear if self.n_clear else 1.0,
+            "agreement_all": self.agree_all / self.n_pixels,
+            "pixels": self.n_pixels,
+            "pixels_clear": self.n_clear,
+        }

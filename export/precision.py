@@ -99,57 +99,58 @@ def quantize_onnx(
     ``method`` sets the activation ranges: ``percentile`` (99.999%, the default: on a CamVid model at 360x480 it
     kept mIoU 0.130 of FP32's 0.150 where min/max kept 0.102), ``minmax`` or ``entropy``.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from segfactory.export.onnx import get_metadata, set_metadata
+    from segfactory.export.parity import graph_images
     from segfactory.export.predictor import OnnxPredictor
-    from segfactory.factory.transforms import resize_image
 
     if method not in CALIBRATION_METHODS:
         raise InputError(f"calibration method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
-    images = np.asarray(calibration_images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
-        raise InputError(f"calibration images must be uint8 (N, H, W, 3) with N >= 1, got {images.dtype} "
-                         f"{images.shape}")
     source = OnnxPredictor(onnx_path)
     if source.input_dtype == np.float16:
         raise InputError(f"{onnx_path} takes FP16 input; quantise the FP32 model instead")
-    if source.input_size and images.shape[1:3] != tuple(source.input_size):
-        images = np.stack([resize_image(im, source.input_size) for im in images])
+    images = graph_images(calibration_images, source, "calibration")
     reader = _ImageReader(source.input.name, source.prepare(images))
-    calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                 "entropy": CalibrationMethod.Entropy}[method]
-    proto = _load(onnx_path)
-    meta = get_metadata(proto)
+    meta = get_metadata(_load(onnx_path))
     with tempfile.TemporaryDirectory(prefix="segfactory-int8-") as tmp:
         quantized = Path(tmp) / "int8.onnx"
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantiser logs advice ("consider pre-processing") on the root logger
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress on stdout
-                quantize_static(
-                    str(onnx_path), str(quantized), reader, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
-                    extra_options={
-                        "ActivationSymmetric": True,  # zero point 0: TensorRT supports only symmetric scales
-                        "WeightSymmetric": True,
-                        "DedicatedQDQPair": True,  # each consumer its own pair, so TensorRT can fuse freely
-                        "CalibTensorRangeSymmetric": True,
-                        "QuantizeBias": False,  # TensorRT takes float biases; INT32 bias DQ is not its form
-                    },
-                )
-        except (InputError, RunError):
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise RunError(f"INT8 quantisation of {onnx_path} failed: {_first_line(e)}") from None
-        finally:
-            root.setLevel(level)
+        _quantize_static(onnx_path, quantized, reader, method, op_types)
         result = _load(quantized, "quantised model")
     check_qdq(result)
     set_metadata(result, {**meta, "precision": "int8", "calibration": {"images": len(images),
                                                                        "method": method}})
     return _check_and_save(result, out_path, "INT8 Q/DQ")
+
+
+def _quantize_static(onnx_path: str | Path, quantized: Path, reader: _ImageReader, method: str,
+                     op_types: tuple[str, ...]) -> None:
+    """ONNX Runtime's static Q/DQ quantisation in TensorRT's form, quietly; any failure is one RunError."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                 "entropy": CalibrationMethod.Entropy}[method]
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs advice ("consider pre-processing") on the root logger
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress on stdout
+            quantize_static(
+                str(onnx_path), str(quantized), reader, quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                extra_options={
+                    "ActivationSymmetric": True,  # zero point 0: TensorRT supports only symmetric scales
+                    "WeightSymmetric": True,
+                    "DedicatedQDQPair": True,  # each consumer its own pair, so TensorRT can fuse freely
+                    "CalibTensorRangeSymmetric": True,
+                    "QuantizeBias": False,  # TensorRT takes float biases; INT32 bias DQ is not its form
+                },
+            )
+    except (InputError, RunError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise RunError(f"INT8 quantisation of {onnx_path} failed: {_first_line(e)}") from None
+    finally:
+        root.setLevel(level)
 
 
 def check_qdq(proto: onnx.ModelProto) -> dict[str, int]:

@@ -25,23 +25,42 @@ TF_STD = (0.5, 0.5, 0.5)
 WEIGHT_TAGS = ("bundled", "torchvision", "none")
 PADDINGS = ("tf_same", "symmetric")
 
-# Released models (agg 64, sep_repeats 2); search proxies take theirs from --proxy-agg-size/--proxy-sep-repeats.
-RELEASED = {"agg_size": 64, "sep_repeats": 2}
+# What a model config's numbers may be: ModelConfig checks them, the command-line flags offer these ranges.
+LIMITS = {"num_classes": (1, 1000), "agg_size": (1, 4096), "sep_repeats": (1, 8)}
+
+
+@dataclass(frozen=True)
+class ConfigDefaults:
+    """The model-configuration numbers a use starts from (ModelConfig's fields besides the derived ones)."""
+
+    num_classes: int
+    agg_size: int
+    sep_repeats: int
+    encoder_weights: str
+
+
+# The one home of the project's model defaults: ModelConfig's fields and ModelConfig.create, the --num-classes,
+# --agg-size, --sep-repeats and --encoder-weights flags of every command, and the search's deployed model read
+# RELEASED (the published CamVid models); the search's proxies read SEARCH_PROXY (the paper's search trains
+# narrower, shallower decoders; a proxy's classes and encoder are always the deployed model's).
+RELEASED = ConfigDefaults(num_classes=11, agg_size=64, sep_repeats=2, encoder_weights="bundled")
+SEARCH_PROXY = replace(RELEASED, agg_size=48, sep_repeats=1)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    num_classes: int = 11
-    agg_size: int = 64
-    sep_repeats: int = 2
-    encoder_weights: str = "bundled"  # bundled | torchvision | none | a path to a segfactory encoder file
+    num_classes: int = RELEASED.num_classes
+    agg_size: int = RELEASED.agg_size
+    sep_repeats: int = RELEASED.sep_repeats
+    encoder_weights: str = RELEASED.encoder_weights  # bundled | torchvision | none | a segfactory encoder file
+    # the released weights' conventions (weights_conventions); a test checks ModelConfig() == ModelConfig.create()
     encoder_padding: str = "tf_same"  # tf_same (TensorFlow 'SAME', for TF-trained weights) | symmetric
     mean: tuple[float, float, float] = TF_MEAN
     std: tuple[float, float, float] = TF_STD
     class_names: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        for name, lo, hi in (("num_classes", 1, 1000), ("agg_size", 1, 4096), ("sep_repeats", 1, 8)):
+        for name, (lo, hi) in LIMITS.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise InputError(f"model config {name}={v!r} is out of range {lo}..{hi}")
@@ -61,17 +80,17 @@ class ModelConfig:
     @classmethod
     def create(
         cls,
-        num_classes: int = 11,
-        agg_size: int = RELEASED["agg_size"],
-        sep_repeats: int = RELEASED["sep_repeats"],
-        encoder_weights: str = "bundled",
+        num_classes: int = RELEASED.num_classes,
+        agg_size: int = RELEASED.agg_size,
+        sep_repeats: int = RELEASED.sep_repeats,
+        encoder_weights: str = RELEASED.encoder_weights,
         class_names: tuple[str, ...] = (),
-    ) -> "ModelConfig":
+    ) -> ModelConfig:
         """A config whose padding and normalisation are those the encoder weights were trained with."""
         padding, mean, std = weights_conventions(encoder_weights)
         return cls(num_classes, agg_size, sep_repeats, str(encoder_weights), padding, mean, std, tuple(class_names))
 
-    def with_(self, **changes: Any) -> "ModelConfig":
+    def with_(self, **changes: Any) -> ModelConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +99,7 @@ class ModelConfig:
         return {"format": FORMAT, **d}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ModelConfig":
+    def from_dict(cls, data: Any) -> ModelConfig:
         if not isinstance(data, dict):
             raise InputError(f"model config must be a JSON object, got {type(data).__name__}")
         data = dict(data)

@@ -215,6 +215,23 @@ def encoder_state(full_state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in full_state.items() if k.startswith(keep)}
 
 
+def _encoder_weights(in_path: Path, bn_images: Path | None, seed: int, num_bn_images: int
+                     ) -> tuple[dict[str, Any], int]:
+    """(the encoder's state dict from the TFLite file, BN images used), BN re-estimated where images are given."""
+    import torch
+    from segfactory.factory.encoder import Encoder, reestimate_bn
+
+    encoder = Encoder(padding="tf_same")
+    encoder.load_state_dict(encoder_state(convert_tflite(in_path)), strict=True)
+    used = 0
+    if bn_images is not None:
+        torch.manual_seed(seed)
+        images = load_bn_images(bn_images, num_bn_images, seed)
+        reestimate_bn(encoder, images)
+        used = len(images)
+    return {k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}, used
+
+
 def import_tflite(
     in_path: str | Path,
     out_path: str | Path,
@@ -232,23 +249,13 @@ def import_tflite(
     Returns a summary: output path, bytes, tensors, parameters, sha256 of the input, BN images used.
     """
     import torch
-    from segfactory.factory.encoder import Encoder, reestimate_bn
     from segfactory.factory.encoder_weights import FORMAT
     from segfactory.factory.io import atomic_write
 
     if num_bn_images < 1:
         raise InputError(f"--num-images {num_bn_images} must be at least 1")
     in_path, out_path = Path(in_path), Path(out_path)
-    state = encoder_state(convert_tflite(in_path))
-    encoder = Encoder(padding="tf_same")
-    encoder.load_state_dict(state, strict=True)
-    used = 0
-    if bn_images is not None:
-        torch.manual_seed(seed)
-        images = load_bn_images(bn_images, num_bn_images, seed)
-        reestimate_bn(encoder, images)
-        used = len(images)
-    state = {k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}
+    state, used = _encoder_weights(in_path, bn_images, seed, num_bn_images)
     if command is None:
         argv = ["segfactory", "weights", "import-tflite", str(in_path), str(out_path)]
         if bn_images is not None:

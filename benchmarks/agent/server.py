@@ -35,6 +35,7 @@ from segfactory.benchmarks.agent.backends import (
     select_backend,
     worker_environment,
 )
+from segfactory.benchmarks.agent.cache import ResultCache
 from segfactory.benchmarks.agent.config import (  # noqa: F401 - re-exported (tests, the CLI, scripts)
     MAX_BODY_CAP_MB,
     AgentConfig,
@@ -48,7 +49,6 @@ from segfactory.benchmarks.agent.settings import (  # noqa: F401 - read_token re
     read_token,
 )
 from segfactory.factory.errors import InputError, RunError, SegfactoryError
-from segfactory.factory.io import atomic_write_json
 
 log = logging.getLogger("segfactory.agent")
 
@@ -71,7 +71,7 @@ class Agent:
         self.lock = asyncio.Lock()  # one measurement at a time; asyncio.Lock wakes waiters in FIFO order
         self.pending = 0  # requests waiting for or holding the worker
         self.measurements = 0
-        self.memory: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cache = ResultCache(config.cache_dir)
         self.worker: asyncio.subprocess.Process | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix="segfactory-agent-"))
         self._token = config.token.encode() if config.token else None
@@ -139,7 +139,7 @@ class Agent:
             "format": HEALTH_FORMAT, "protocol": PROTOCOL, "status": "ok", "backend": self.backend, "device": device,
             "queue_length": self.pending, "busy": self.lock.locked(), "queue_limit": self.config.queue_limit,
             "max_body_bytes": self.config.max_body_bytes, "timeout_s": self.config.timeout_s,
-            "measurements": self.measurements, "cache_entries": len(self.memory),
+            "measurements": self.measurements, "cache_entries": len(self.cache),
             "cache_dir": str(self.config.cache_dir) if self.config.cache_dir else None,
             "limits": limits.describe(),
         })
@@ -157,7 +157,7 @@ class Agent:
             return _error(413, f"body exceeds the agent's limit of {self.config.max_body_bytes} bytes (--max-body-mb)")
         skey = settings.key(self.backend)
         # a model measured before with these settings was valid then: answer without parsing it again
-        cached = self._cached(await asyncio.to_thread(sha256_hex, data), skey)
+        cached = self.cache.get(await asyncio.to_thread(sha256_hex, data), skey)
         if cached is not None:
             return web.json_response(self._answer(cached, "hit", t_arrive))
         info = await asyncio.to_thread(inspect_onnx, data, settings)
@@ -192,32 +192,7 @@ class Agent:
             raise InputError(f"the upload was interrupted ({type(e).__name__}: {e})") from None
         return bytes(buf)
 
-    # ---- cache --------------------------------------------------------------------------------------------
-    def _cache_path(self, sha: str, skey: str) -> Path | None:
-        if self.config.cache_dir is None:
-            return None
-        return Path(self.config.cache_dir) / "results" / sha[:2] / f"{sha}-{skey}.json"
-
-    def _cached(self, sha: str, skey: str) -> dict[str, Any] | None:
-        hit = self.memory.get((sha, skey))
-        if hit is not None:
-            return hit
-        path = self._cache_path(sha, skey)
-        if path is not None and path.is_file():
-            try:
-                hit = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                log.warning("ignoring unreadable cache entry %s", path)
-                return None
-            self.memory[(sha, skey)] = hit
-        return hit
-
-    def _store(self, sha: str, skey: str, result: dict[str, Any]) -> None:
-        self.memory[(sha, skey)] = result
-        path = self._cache_path(sha, skey)
-        if path is not None:
-            atomic_write_json(path, result)
-
+    # ---- answers ------------------------------------------------------------------------------------------
     def _answer(self, result: dict[str, Any], cache: str, t_arrive: float) -> dict[str, Any]:
         out = dict(result)
         out["agent"] = dict(out.get("agent", {}), cache=cache, request_s=time.monotonic() - t_arrive)
@@ -231,7 +206,7 @@ class Agent:
         try:
             async with self.lock:
                 skey = settings.key(self.backend)
-                cached = self._cached(info.sha256, skey)  # the same model may have been measured while we waited
+                cached = self.cache.get(info.sha256, skey)  # the same model may have been measured while we waited
                 if cached is not None:
                     return cached, "hit"
                 wait_s = time.monotonic() - t_queued
@@ -253,7 +228,7 @@ class Agent:
             "agent": {"backend": self.backend, "queue_wait_s": wait_s, "measure_start": reply["start"],
                       "measure_end": reply["end"], "measure_s": reply["end"] - reply["start"]},
         })
-        self._store(info.sha256, skey, result)
+        self.cache.put(info.sha256, skey, result)
         log.info("measured %s: median %.3f ms (%s, %.1f s)", info.sha256[:12], result.get("median_ms", float("nan")),
                  self.backend, reply["end"] - reply["start"])
         return result, "miss"

@@ -1,6 +1,6 @@
 """CamVid training under a CPU budget: arch0, arch1 and torchvision's LRASPP-MobileNetV3-Large, one recipe.
 
-    python benchmarks/camvid_train.py --minutes 60 [--data camvid:PATH] [--out runs/camvid_train]
+    python benchmarks/scripts/camvid_train.py --minutes 60 [--data camvid:PATH] [--out runs/camvid_train]
 
 Each model gets the same training wall-clock budget (``--minutes`` each, validation not counted) with the
 same recipe: Adam (encoder/backbone 5e-4, decoder/head 2e-3, weight decay 1e-5), batch 8, random scale
@@ -17,23 +17,18 @@ Resumable: every model's state is saved after each epoch under OUT/MODEL/; rerun
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from _common import default_data, machine
+
 FORMAT = "segfactory.bench-camvid-train/1"
 MODELS = ("arch0", "arch1", "lraspp_mobilenet_v3_large")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def default_data() -> str:
-    shared = Path(os.environ.get("SEGFACTORY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    return f"camvid:{shared / 'data' / 'camvid'}"
 
 
 def build(name: str, num_classes: int, class_names: tuple[str, ...]):
@@ -43,7 +38,7 @@ def build(name: str, num_classes: int, class_names: tuple[str, ...]):
         from segfactory.factory.model import build_model
         from segfactory.factory.zoo import ZOO
 
-        config = ModelConfig.create(num_classes, 64, 2, "bundled", class_names)
+        config = ModelConfig.create(num_classes, class_names=class_names)  # the released configuration
         model = build_model(ZOO[name], config)
         parts = [list(model.encoder.parameters()), list(model.decoder.parameters())]
         return model, config, parts, lambda x: model(x, native=True)
@@ -195,14 +190,6 @@ def _latency_cell(r: dict[str, Any]) -> str:
         return "-"
     lat = r["latency"]
     return f"{lat['median_ms']:.1f} ({lat['round_median_min_ms']:.1f}-{lat['round_median_max_ms']:.1f})"
-
-
-def machine() -> dict[str, Any]:
-    import torch
-    from segfactory.benchmarks.runners import cpu_description
-
-    return {"cpu": cpu_description(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> None:

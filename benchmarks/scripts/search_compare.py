@@ -1,6 +1,6 @@
 """PPO, random search and regularised evolution under the same budget and seeds, with the cpu-small preset.
 
-    python benchmarks/search_compare.py --minutes 60 [--data camvid:PATH] [--seeds 0] [--out runs/search_compare]
+    python benchmarks/scripts/search_compare.py --minutes 60 [--data camvid:PATH] [--seeds 0] [--out runs/search_compare]
 
 Each (strategy, seed) is a normal search run in OUT/<strategy>-s<seed>/ that gets ``--minutes / runs`` of wall
 time per invocation, in ``--rounds`` interleaved slices (this host's speed drifts with its load, so the
@@ -20,31 +20,15 @@ statistically indistinguishable here: the figures measure cost, not a ranking.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _common import default_data, machine
+from segfactory.search.trials import TRAINED, load_trials
+
 FORMAT = "segfactory.bench-search-compare/1"
 STRATEGIES = ("ppo", "random", "evolution")
-
-
-def default_data() -> str:
-    shared = Path(os.environ.get("SEGFACTORY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    return f"camvid:{shared / 'data' / 'camvid'}"
-
-
-def machine() -> dict[str, Any]:
-    import torch
-    from segfactory.benchmarks.runners import cpu_description
-
-    return {"cpu": cpu_description(), "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
 
 
 def reference_latency(args, out: Path) -> float:
@@ -60,52 +44,37 @@ def reference_latency(args, out: Path) -> float:
         return float(read_json(path)["latency_ms"])
     ds = open_dataset(args.data, "train")
     size = tuple(ds[0][0].shape[:2])
-    cfg = ModelConfig.create(ds.num_classes, 64, 2, "bundled", tuple(ds.class_names))
+    cfg = ModelConfig.create(ds.num_classes, class_names=tuple(ds.class_names))  # the released configuration
     lat = get_target(args.target).latency(ZOO["arch0"], cfg, size)
     atomic_write_json(path, {"arch": "arch0", "latency_ms": lat.ms, "source": lat.source, "input_size": list(size)})
     return lat.ms
 
 
 def run_one(strategy: str, seed: int, args, out: Path, minutes: float, latency_target: float) -> None:
-    """One search run through the CLI (benchmarks may not import the search package)."""
+    """One time slice of one search run, in this process; a later slice resumes it."""
+    from segfactory.factory.errors import SegfactoryError
+    from segfactory.search.loop import run_search
+    from segfactory.search.options import SearchOptions
+
     d = out / f"{strategy}-s{seed}"
-    cmd = [sys.executable, "-m", "segfactory.factory.cli", "search", "--out", str(d), "--data", args.data,
-           "--target", args.target, "--budget", str(args.budget), "--strategy", strategy, "--preset", args.preset,
-           "--seed", str(seed), "--device", "cpu", "--latency-target-ms", repr(latency_target),
-           "--max-minutes", repr(minutes), "--population", str(args.population),
-           "--tournament", str(args.tournament), "-q"]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    if (d / "run.json").is_file():
-        cmd.append("--resume")
+    options = SearchOptions(out=str(d), data=args.data, target=args.target, budget=args.budget, strategy=strategy,
+                            preset=args.preset, seed=seed, device="cpu", latency_target_ms=latency_target,
+                            max_minutes=minutes, population=args.population, tournament=args.tournament,
+                            threads=args.threads)
     t = time.monotonic()
-    r = subprocess.run(cmd, text=True, capture_output=True, check=False)
-    if r.returncode != 0:
-        raise SystemExit(f"{d.name}: {r.stderr.strip()[-500:]}")
-    print(f"  {d.name}: {len(load_trials(d / 'trials.jsonl'))} candidates so far ({time.monotonic() - t:.0f} s)",
-          flush=True)
-
-
-def load_trials(path: Path) -> list[dict[str, Any]]:
-    """Complete lines of a trials.jsonl (a torn last line is skipped)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        if line.endswith("\n"):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return rows
+    try:
+        run_search(options, resume=(d / "run.json").is_file())
+    except SegfactoryError as e:
+        raise SystemExit(f"{d.name}: {e}") from None
+    count = len(load_trials(d / "trials.jsonl")[0])
+    print(f"  {d.name}: {count} candidates so far ({time.monotonic() - t:.0f} s)", flush=True)
 
 
 def analyse(out: Path) -> dict[str, Any]:
     rows = []
     for d in sorted(p for p in out.iterdir() if (p / "trials.jsonl").is_file()):
-        trials = load_trials(d / "trials.jsonl")
-        trials.sort(key=lambda t: t["index"])
-        trained = [t for t in trials if t["status"] in ("ok", "early-stopped", "failed")]
+        trials = sorted(load_trials(d / "trials.jsonl")[0], key=lambda t: t["index"])
+        trained = [t for t in trials if t["status"] in TRAINED]
         curve, best = [], None
         for t in trained:
             if t.get("reward") is not None and t["status"] == "ok":

@@ -1,14 +1,13 @@
 """The same small search with 1 and 2 Ray workers on this machine: candidates per minute and the speed-up.
 
-    python benchmarks/search_scaling.py [--workers 1 2] [--budget 6] [--preset cpu-small] [--local]
-                                        [--out runs/search_scaling] [--minutes M]
+    python benchmarks/scripts/search_scaling.py [--workers 1 2] [--budget 6] [--preset cpu-small] [--local]
+                                                [--out runs/search_scaling] [--minutes M]
 
-Every run is ``segfactory search --executor ray --workers K --cpus-per-trial 1`` (one torch thread per worker)
-through the CLI (benchmarks may not import the search package), with the random strategy, the same seed and no
-early stopping, so every run trains the same genotypes with the same schedule; ``--local`` adds the in-process
-executor as a reference. Latency comes from the jetson-orin-nano roofline estimate by default (cheap and
-deterministic), so the driver's own work per candidate stays small. The script watches trials.jsonl and
-reports:
+Every run is the search ``segfactory search --executor ray --workers K --cpus-per-trial 1`` runs (one torch
+thread per worker), called in this process, with the random strategy, the same seed and no early stopping, so
+every run trains the same genotypes with the same schedule; ``--local`` adds the in-process executor as a
+reference. Latency comes from the jetson-orin-nano roofline estimate by default (cheap and deterministic), so
+the driver's own work per candidate stays small. The script notes when each candidate is recorded and reports:
 
 - ``cand/min``: candidates finished per minute between the first and the last completion (steady state, Ray's
   start, the data preparation and the actors' start excluded), and end to end (everything included);
@@ -25,47 +24,47 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import _common
+from segfactory.search.trials import TRAINED, load_trials
+
 FORMAT = "segfactory.bench-search-scaling/1"
-TRAINED = ("ok", "early-stopped", "failed")
 
 
 def machine() -> dict[str, Any]:
-    import torch
-
-    from segfactory.benchmarks.runners import cpu_description
-
+    """The common description, with Ray's version and the load when the script started."""
     try:
         import ray
 
         ray_version = ray.__version__
     except ImportError:
         ray_version = None
-    return {"cpu": cpu_description(), "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "torch": torch.__version__, "ray": ray_version,
-            "load_average_at_start": list(os.getloadavg())}
+    return {**_common.machine(), "ray": ray_version, "load_average_at_start": list(os.getloadavg())}
 
 
-def _trials(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            break
-    return out
+def search_options(executor: str, workers: int, run_dir: Path, args: argparse.Namespace):
+    """The same search for every run: random strategy, same seed, no early stopping, one torch thread."""
+    from segfactory.factory.io import parse_size
+    from segfactory.search.options import SearchOptions
+
+    extra: dict[str, Any] = {"workers": workers, "cpus_per_trial": 1.0} if executor == "ray" else {}
+    if args.encoder_weights:
+        extra["encoder_weights"] = args.encoder_weights
+    return SearchOptions(out=str(run_dir), data=args.data, target=args.target, budget=args.budget, strategy="random",
+                         seed=args.seed, preset=args.preset, device="cpu", threads=1, early_stopping=False,
+                         executor=executor, max_minutes=args.minutes,
+                         input_size=parse_size(args.input_size, "--input-size") if args.input_size else None, **extra)
 
 
 def run_one(name: str, executor: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
+    from segfactory.factory.errors import SegfactoryError
+    from segfactory.search.loop import run_search
+
     d = Path(args.out) / name
     done = d / "result.json"
     if done.is_file():
@@ -73,40 +72,35 @@ def run_one(name: str, executor: str, workers: int, args: argparse.Namespace) ->
     if d.exists():  # an unfinished run cannot be timed: start it again
         shutil.rmtree(d)
     d.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "segfactory.factory.cli", "search", "--out", str(d / "run"), "--data", args.data,
-           "--target", args.target, "--budget", str(args.budget), "--strategy", "random", "--seed", str(args.seed),
-           "--preset", args.preset, "--device", "cpu", "--threads", "1", "--no-early-stopping",
-           "--executor", executor, "-q"]
-    if args.input_size:
-        cmd += ["--input-size", args.input_size]
-    if args.encoder_weights:
-        cmd += ["--encoder-weights", args.encoder_weights]
-    if executor == "ray":
-        cmd += ["--workers", str(workers), "--cpus-per-trial", "1"]
-    if args.minutes:
-        cmd += ["--max-minutes", repr(args.minutes)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    print(f"[{name}] {' '.join(cmd[3:])}", file=sys.stderr)
+    options = search_options(executor, workers, d / "run", args)
+    print(f"[{name}] {executor} executor, {workers} worker(s), budget {args.budget}", file=sys.stderr)
+    seen: dict[int, float] = {}  # trial index -> seconds since the start when it was recorded
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seen: dict[int, float] = {}  # trial index -> seconds since the start when its line appeared
-    trials_path = d / "run" / "trials.jsonl"
-    while p.poll() is None:
-        for t in _trials(trials_path):
-            seen.setdefault(t["index"], time.monotonic() - t0)
-        time.sleep(0.1)
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e["kind"] == "trial":
+            seen.setdefault(e["trial"]["index"], time.monotonic() - t0)
+
+    try:
+        run_search(options, on_event=on_event)
+    except SegfactoryError as e:
+        raise SystemExit(f"[{name}] search failed: {e}") from None
     total = time.monotonic() - t0
-    err = p.stderr.read() if p.stderr else ""
-    if p.returncode != 0:
-        raise SystemExit(f"[{name}] search failed (exit {p.returncode}): {err.strip()[-1500:]}")
-    trials = _trials(trials_path)
+    result = figures(name, executor, workers, load_trials(d / "run" / "trials.jsonl")[0], seen, total)
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def figures(name: str, executor: str, workers: int, trials: list[dict[str, Any]], seen: dict[int, float],
+            total: float) -> dict[str, Any]:
+    """One run's figures from its trials and the times they were recorded."""
     for t in trials:
         seen.setdefault(t["index"], total)
     trained = [t for t in trials if t["status"] in TRAINED]
     times = sorted(seen[t["index"]] for t in trained)
     steady = (len(times) - 1) / (times[-1] - times[0]) * 60 if len(times) > 1 and times[-1] > times[0] else None
     train_s = [t.get("stage1_s", 0) + t.get("stage2_s", 0) + t.get("val_s", 0) for t in trained]
-    result = {
+    return {
         "name": name, "executor": executor, "workers": workers, "trained": len(trained),
         "statuses": {s: sum(t["status"] == s for t in trials) for s in ("ok", "early-stopped", "failed", "rejected")},
         "total_s": round(total, 2), "first_done_s": round(times[0], 2) if times else None,
@@ -116,8 +110,6 @@ def run_one(name: str, executor: str, workers: int, args: argparse.Namespace) ->
         "wall_s_mean": round(sum(t["wall_s"] for t in trained) / len(trained), 3) if trained else None,
         "keys": [t["key"] for t in sorted(trials, key=lambda t: t["index"])],
     }
-    done.write_text(json.dumps(result, indent=2))
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/search_scaling")
     args = ap.parse_args(argv)
 
+    os.environ["OMP_NUM_THREADS"] = "1"  # before torch loads: one thread per worker (Ray's workers inherit it)
     info = machine()
     configs = ([("local", "local", 1)] if args.local else []) + [(f"ray-{k}", "ray", k) for k in args.workers]
     rows = [run_one(name, ex, k, args) for name, ex, k in configs]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import click
-
 from segfactory.factory._version import __version__
+from segfactory.factory.config import LIMITS, RELEASED, SEARCH_PROXY, WEIGHT_TAGS, ModelConfig
 from segfactory.factory.errors import InputError
 
 
@@ -13,26 +13,40 @@ def version(f):
     return click.version_option(__version__, prog_name="segfactory")(f)
 
 
+# --encoder-weights' help, shared with the search's flag of the same name
+ENCODER_WEIGHTS_HELP = f"{' | '.join(WEIGHT_TAGS)} | PATH to a segfactory encoder file."
+
+
 def model_config_options(f):
     """--num-classes, --agg-size, --sep-repeats, --encoder-weights (defaults: the released CamVid model)."""
     options = [
-        click.option("--num-classes", type=click.IntRange(1, 1000), default=11, show_default=True,
-                     help="Number of classes."),
-        click.option("--agg-size", type=click.IntRange(1, 4096), default=64, show_default=True,
-                     help="Channels of the head's 1x1 conv (48 in the paper's search, 64 released)."),
-        click.option("--sep-repeats", type=click.IntRange(1, 8), default=2, show_default=True,
-                     help="Separable units per sep op (1 in the paper's search, 2 released)."),
-        click.option("--encoder-weights", default="bundled", show_default=True,
-                     help="bundled | torchvision | none | PATH to a segfactory encoder file."),
+        click.option("--num-classes", type=click.IntRange(*LIMITS["num_classes"]), default=RELEASED.num_classes,
+                     show_default=True, help="Number of classes."),
+        click.option("--agg-size", type=click.IntRange(*LIMITS["agg_size"]), default=RELEASED.agg_size,
+                     show_default=True, help=f"Channels of the head's 1x1 conv ({SEARCH_PROXY.agg_size} in the "
+                                             f"paper's search, {RELEASED.agg_size} released)."),
+        click.option("--sep-repeats", type=click.IntRange(*LIMITS["sep_repeats"]), default=RELEASED.sep_repeats,
+                     show_default=True, help=f"Separable units per sep op ({SEARCH_PROXY.sep_repeats} in the "
+                                             f"paper's search, {RELEASED.sep_repeats} released)."),
+        click.option("--encoder-weights", default=RELEASED.encoder_weights, show_default=True,
+                     help=ENCODER_WEIGHTS_HELP),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def config_from_options(num_classes: int, agg_size: int, sep_repeats: int, encoder_weights: str):
-    from segfactory.factory.config import ModelConfig
+# The parameters model_config_options adds, by their names in the command's function
+MODEL_CONFIG_PARAMS = ("num_classes", "agg_size", "sep_repeats", "encoder_weights")
 
+
+def explicit(ctx: click.Context, name: str) -> bool:
+    """Whether the user gave parameter ``name`` (command line or environment) rather than leaving its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def config_from_options(num_classes: int, agg_size: int, sep_repeats: int, encoder_weights: str) -> ModelConfig:
     return ModelConfig.create(num_classes, agg_size, sep_repeats, encoder_weights)
 
 
