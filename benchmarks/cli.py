@@ -1,10 +1,11 @@
-"""``segfactory bench`` and ``segfactory profile``: thin commands over benchmarks.bench and benchmarks.lut_profile."""
+"""``segfactory bench`` and ``segfactory profile``: thin commands over benchmarks.bench and benchmarks.lut.profile."""
 
 from __future__ import annotations
 
 import json
 
 import click
+from segfactory.benchmarks.agent.options import device_agent_options
 from segfactory.factory.memory import BOUNDS_HELP
 from segfactory.factory.commands.options import (
     config_from_options,
@@ -43,11 +44,8 @@ TARGETS_HELP = ("cpu | cuda | jetson-orin-nano | jetson-orin-nx | jetson-agx-ori
               help="At least this much timed work per model (trtexec --duration).")
 @click.option("--warmup-ms", type=click.FloatRange(0), default=200.0, show_default=True,
               help="Warm-up per model, by time (trtexec --warmUp).")
-@click.option("--device-url", default=None,
-              help="Measure on a device agent (segfactory agent serve) at this URL, with its backend, one model "
-                   "after another (--backend, --threads, --rounds do not apply).")
-@click.option("--device-token-file", type=click.Path(dir_okay=False), default=None,
-              help="File holding the device agent's token.")
+@device_agent_options("Measure on a device agent (segfactory agent serve) at this URL, with its backend, one model "
+                      "after another (--backend, --threads, --rounds do not apply).")
 @json_option
 @quiet_option
 @version
@@ -84,35 +82,57 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
 @input_size_option()
 @click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="ONNX Runtime intra-op threads the table is measured (and valid) for.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True,
-              help="lut.json to write; an existing compatible one is resumed.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="lut.json to write; an existing compatible one is resumed (required unless --check).")
+@click.option("--check", "check", type=click.Path(dir_okay=False), default=None,
+              help="Instead of profiling: measure the --eval-seeds genotypes whole, predict them from this lut.json "
+                   "and print the share within +-10%, MAPE and Kendall tau (its own settings and configuration).")
+@click.option("--eval-seeds", default=None, metavar="A-B",
+              help="With --check: seeds of the genotypes to check [default: the table's evaluation range, 0-39].")
 @model_config_options
-@click.option("--fit-models", type=click.IntRange(0, 1000), default=8, show_default=True,
+@click.option("--fit-models", type=click.IntRange(0, 1000), default=24, show_default=True,
               help="Random genotypes (a seed range disjoint from evaluation seeds) measured whole to fit the "
-                   "per-model overhead.")
+                   "predictor.")
+@click.option("--select-models", type=click.IntRange(0, 1000), default=16, show_default=True,
+              help="Random genotypes (another disjoint seed range) measured whole to choose the predictor's form.")
+@click.option("--min-seconds", type=click.FloatRange(0), default=2.0, show_default=True,
+              help="Timed seconds per genotype measured whole on this host (fitting, selection, --check).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--minutes", type=click.FloatRange(0), default=None, help="Stop measuring after this long (resume later).")
 @click.option("--runs", type=click.IntRange(3, 1000), default=15, show_default=True,
               help="Profiled runs per bag of units (with --device-url: at least 50 iterations per unit).")
-@click.option("--device-url", default=None,
-              help="Profile a jetson-* target on its device agent (segfactory agent serve): each unit is exported "
-                   "here and measured there.")
-@click.option("--device-token-file", type=click.Path(dir_okay=False), default=None,
-              help="File holding the device agent's token.")
+@device_agent_options("Profile a jetson-* target on its device agent (segfactory agent serve): each unit is "
+                      "exported here and measured there.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
               help="Engine precision on the device agent (with --device-url).")
 @json_option
 @quiet_option
 @version
-def profile(target, input_size, threads, out, num_classes, agg_size, sep_repeats, encoder_weights, fit_models, seed,
-            minutes, runs, device_url, device_token_file, precision, as_json, quiet) -> None:
+def profile(target, input_size, threads, out, check, eval_seeds, num_classes, agg_size, sep_repeats, encoder_weights,
+            fit_models, select_models, min_seconds, seed, minutes, runs, device_url, device_token_file, precision,
+            as_json, quiet) -> None:
     """Measure a latency lookup table (lut.json) of every unit the search space can produce at --input-size."""
     from segfactory.benchmarks.lut.profile import run_profile
 
     config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
-    summary = run_profile(target, config, input_size, out, threads=threads, fit_models=fit_models, seed=seed,
-                          minutes=minutes, runs=runs, progress=not quiet and not as_json,
-                          log=(lambda m: None) if quiet else None, device_url=device_url,
+    log = (lambda m: None) if quiet else None
+    if check is not None:
+        from segfactory.benchmarks.lut.check import check_table, render_check
+        from segfactory.benchmarks.lut.protocol import parse_seeds
+
+        ctx = click.get_current_context()
+        given = any(ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
+                    for p in ("num_classes", "agg_size", "sep_repeats", "encoder_weights"))
+        result = check_table(check, seeds=parse_seeds(eval_seeds) if eval_seeds else None,
+                             config=config if given else None, min_seconds=min_seconds, device_url=device_url,
+                             token_file=device_token_file, log=log)
+        click.echo(json.dumps(result) if as_json else render_check(result))
+        return
+    if out is None:
+        raise click.UsageError("--out is required (or --check LUT to check a table)")
+    summary = run_profile(target, config, input_size, out, threads=threads, fit_models=fit_models,
+                          select_models=select_models, seed=seed, minutes=minutes, runs=runs, min_seconds=min_seconds,
+                          progress=not quiet and not as_json, log=log, device_url=device_url,
                           device_token_file=device_token_file, precision=precision)
     if as_json:
         click.echo(json.dumps(summary))

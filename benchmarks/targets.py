@@ -3,10 +3,13 @@
     cpu               this host, ONNX Runtime CPU, measured (1 thread by default: 2-thread timings here flip
                       between two speed states), or from a --lut measured here (missing units filled here)
     cuda              a local CUDA GPU, measured (TensorRT if installed, else ONNX Runtime's CUDA EP, else torch)
-    jetson-orin-nano  Orin Nano 8GB (MAXN_SUPER)  } a device agent (--device-url): measured; else a --lut measured
-    jetson-orin-nx    Orin NX 16GB (MAXN)         } on that device; else ESTIMATED from published specs
-    jetson-agx-orin   AGX Orin 64GB (MAXN)        } (roofline.py), with a prominent warning
-    jetson-orin       alias of jetson-orin-nano
+    jetson-orin-nano  Orin Nano 8GB (MAXN_SUPER)  } --device-url alone: every candidate measured whole on the
+    jetson-orin-nx    Orin NX 16GB (MAXN)         } device agent; --lut alone: predicted from a table measured on
+    jetson-agx-orin   AGX Orin 64GB (MAXN)        } the device (a candidate with units the table lacks is
+    jetson-orin       alias of jetson-orin-nano   } ESTIMATED, warned); both: predicted, the missing units
+                      measured on the agent and added to the table (--verify-every N: every Nth candidate also
+                      measured whole, the prediction's error logged); neither: ESTIMATED from published specs
+                      (roofline.py), with a prominent warning
 
 Every :class:`LatencyResult` says its source: "measured", "lut" or "estimated".
 """
@@ -79,14 +82,18 @@ class LutMixin:
         return LatencyResult(ms, "lut", {**self.lut.describe(), "lut": str(self.lut.path)})
 
 
+INTERLEAVED_ROUNDS = 10  # shuffled rounds of a candidate interleaved with the reference
+
+
 class CpuTarget(LutMixin, Target):
-    """This host through ONNX Runtime: measured (interleaving is the caller's business) or a lut measured here."""
+    """This host through ONNX Runtime: measured (beside a reference, see :meth:`set_reference`) or a lut made here."""
 
     name = "cpu"
 
     def __init__(self, *, lut: str | Path | None = None, threads: int | None = None,
                  min_seconds: float = 1.0, warmup_ms: float = 200) -> None:
         super().__init__()
+        self.reference: tuple | None = None
         self.threads = threads or 1
         self.min_seconds, self.warmup_ms = min_seconds, warmup_ms
         self.lut = None
@@ -106,9 +113,25 @@ class CpuTarget(LutMixin, Target):
             self.threads = self.lut.threads
             self.lut_fill = self.lut.data.get("device") == cpu_description()  # fill only where it was made
 
+    def set_reference(self, genotype: Genotype, config: ModelConfig, input_size: tuple[int, int],
+                      reference_ms: float) -> None:
+        """Measure later candidates interleaved with this reference model, in the same rounds.
+
+        This host flips between two speed states (measuring-here.md), so a latency measured minutes after the
+        reference's carries the host's state. With a reference, a candidate's latency is its median ratio to the
+        reference over shuffled rounds, times ``reference_ms`` (the reference's latency measured at the start),
+        and the detail records the candidate's raw median, the reference's median beside it and the ratio.
+        """
+        self.reference = (genotype, config, tuple(input_size), float(reference_ms))
+        self._reference_onnx = None
+        self._cache.clear()  # latencies measured alone (the reference's own) are not comparable ratios
+
     def _latency(self, genotype, config, input_size, batch):
         if self.lut is not None:
             return self._from_lut(genotype, config, input_size, batch)
+        ref = self.reference
+        if ref is not None and batch == 1 and ref[1].key() == config.key() and ref[2] == tuple(input_size):
+            return self._interleaved(genotype, config, input_size)
         from segfactory.benchmarks.harness import measure
         from segfactory.benchmarks.runners import OrtRunner
 
@@ -116,6 +139,24 @@ class CpuTarget(LutMixin, Target):
                        threads=self.threads, name=genotype.key()) as runner:
             res = measure(runner, warmup_ms=self.warmup_ms, min_seconds=self.min_seconds)
         return LatencyResult(res["median_ms"], "measured", res)
+
+    def _interleaved(self, genotype, config, input_size) -> LatencyResult:
+        from segfactory.benchmarks.harness import measure_interleaved
+        from segfactory.benchmarks.runners import OrtRunner
+
+        ref_genotype, _, _, ref_ms = self.reference
+        if self._reference_onnx is None:
+            self._reference_onnx = _export_bytes(ref_genotype, config, input_size, 1)
+        shape = (1, 3, *input_size)
+        with OrtRunner(self._reference_onnx, input_shape=shape, threads=self.threads, name="reference") as r, \
+                OrtRunner(_export_bytes(genotype, config, input_size, 1), input_shape=shape, threads=self.threads,
+                          name=genotype.key()) as c:
+            ref_res, res = measure_interleaved([r, c], warmup_ms=self.warmup_ms, min_seconds=self.min_seconds,
+                                               rounds=INTERLEAVED_ROUNDS)
+        ratio = float(res["ratio_to_first"])
+        res.update(raw_median_ms=res["median_ms"], reference_median_ms=ref_res["median_ms"], ratio=ratio,
+                   reference_ms=ref_ms, interleaved_with="reference")
+        return LatencyResult(ratio * ref_ms, "measured", res)
 
     def describe(self):
         return {"target": self.name, "threads": self.threads, "lut": str(self.lut.path) if self.lut else None}
@@ -157,7 +198,8 @@ class CudaTarget(Target):
 
 
 class JetsonTarget(LutMixin, Target):
-    """A Jetson Orin module: agent URL (measured) > lut measured on it > roofline estimate (warned)."""
+    """A Jetson Orin module; the sources by the options given (module docstring): --device-url alone measures,
+    --lut predicts (roofline estimate for a candidate the table cannot cover), both fill the table lazily."""
 
     def __init__(self, name: str, *, lut: str | Path | None = None, device_url: str | None = None,
                  device_token_file: str | None = None, precision: str = "fp16") -> None:
@@ -165,7 +207,10 @@ class JetsonTarget(LutMixin, Target):
         self.name = name
         self.device_url, self.token_file, self.precision = device_url, device_token_file, precision
         self.lut = None
-        self.lut_fill = False  # a Jetson's table cannot be filled from this host
+        self.lut_fill = False  # a Jetson's table is never filled from this host's measurements
+        self.filler = None
+        self.verify_every: int | None = None
+        self._predicted = 0
         self._warned = False
         if device_url is not None:
             try:
@@ -173,33 +218,89 @@ class JetsonTarget(LutMixin, Target):
             except ImportError:
                 raise RunError("device agent client not available") from None
             self._measure_remote = measure_remote
-        elif lut is not None:
+        if lut is not None:
             from segfactory.benchmarks.lut.table import Lut
 
             self.lut = Lut.load(lut)
             if self.lut.data.get("target", "cpu") != name:  # tables made by profile --device-url name their target
                 raise InputError(f"lookup table {lut} was profiled for target {self.lut.data.get('target', 'cpu')}, "
                                  f"not {name}")
+            self.precision = self.lut.data.get("precision") or precision
+            if device_url is not None:
+                from segfactory.benchmarks.lut.remote import RemoteFiller
+
+                self.filler = RemoteFiller(self.lut, device_url, device_token_file)
 
     def _latency(self, genotype, config, input_size, batch):
-        if self.device_url is not None:
-            settings = {"input_size": list(input_size), "batch": batch, "precision": self.precision,
-                        "target": self.name}
-            res = self._measure_remote(self.device_url, self.token_file,
-                                       _export_bytes(genotype, config, input_size, batch), settings)
-            if not isinstance(res, dict) or "median_ms" not in res:
-                raise RunError(f"device agent {self.device_url} answered without median_ms")
-            return LatencyResult(float(res["median_ms"]), "measured", res)
         if self.lut is not None:
-            return self._from_lut(genotype, config, input_size, batch)
+            return self._from_table(genotype, config, input_size, batch)
+        if self.device_url is not None:
+            return self._measure_whole(genotype, config, input_size, batch)
         return self._estimate(genotype, config, input_size, batch)
 
-    def _estimate(self, genotype, config, input_size, batch):
+    def _measure_whole(self, genotype, config, input_size, batch):
+        settings = {"input_size": list(input_size), "batch": batch, "precision": self.precision,
+                    "target": self.name}
+        res = self._measure_remote(self.device_url, self.token_file,
+                                   _export_bytes(genotype, config, input_size, batch), settings)
+        if not isinstance(res, dict) or "median_ms" not in res:
+            raise RunError(f"device agent {self.device_url} answered without median_ms")
+        return LatencyResult(float(res["median_ms"]), "measured", res)
+
+    def _from_table(self, genotype, config, input_size, batch):
+        self.lut.check(config, input_size, batch=batch)
+        missing = self.lut.missing(self.lut.units(genotype, config))
+        reason = None
+        if missing and self.filler is None:
+            reason = f"lookup table {self.lut.path} lacks {len(missing)} unit(s) (e.g. {missing[0]})"
+        elif missing:
+            try:
+                self.filler.check_device()  # another device: InputError, which stops the search
+                self.filler.fill(missing, config)
+            except InputError:
+                raise
+            except Exception as e:  # noqa: BLE001 - unreachable agent, a unit that fails to build: fall back
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                reason = f"measuring {len(missing)} missing unit(s) on {self.device_url} failed: {first}"
+        if reason:
+            warn(f"{self.name}: {reason}; latency of genotype {genotype.key()} ESTIMATED (roofline) instead")
+            est = self._estimate(genotype, config, input_size, batch, quiet=True)
+            return LatencyResult(est.ms, "estimated", {**est.detail, "fallback": reason, "lut": str(self.lut.path)})
+        res = self._from_lut(genotype, config, input_size, batch)
+        self._predicted += 1
+        if self.verify_every and self.filler is not None and self._predicted % self.verify_every == 0:
+            res = LatencyResult(res.ms, res.source, {**res.detail, "verify": self._verify(genotype, config,
+                                                                                         input_size, res.ms)})
+        return res
+
+    def _verify(self, genotype, config, input_size, predicted_ms: float) -> dict[str, Any]:
+        """Measure the candidate whole on the agent; log the prediction's error (stderr and <lut>.verify.jsonl)."""
+        import json
+        import time
+
+        record: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": genotype.key(),
+                                  "predicted_ms": predicted_ms}
+        try:
+            measured = self.filler.measure_whole(genotype, config, input_size)
+            record.update(measured_ms=measured, error=(predicted_ms - measured) / measured)
+            print(f"{self.name}: verify {genotype.key()}: predicted {predicted_ms:.3f} ms, measured "
+                  f"{measured:.3f} ms ({100 * record['error']:+.1f}%)", file=sys.stderr)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a failed check is logged, the prediction stands
+            record["failed"] = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            print(f"{self.name}: verify {genotype.key()} failed: {record['failed']}", file=sys.stderr)
+        if self.lut.path:
+            with open(f"{self.lut.path}.verify.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        return record
+
+    def _estimate(self, genotype, config, input_size, batch, quiet: bool = False):
         import torch
         from segfactory.benchmarks.roofline import SPECS, WARNING, estimate_model_ms
         from segfactory.factory.model import SegModel
 
-        if not self._warned:
+        if not self._warned and not quiet:
             warn(f"{self.name}: {WARNING}")
             self._warned = True
         with torch.device("meta"):
@@ -211,8 +312,10 @@ class JetsonTarget(LutMixin, Target):
                                                "warning": WARNING})
 
     def describe(self):
-        source = "agent" if self.device_url else "lut" if self.lut else "roofline estimate"
-        return {"target": self.name, "source": source, "precision": self.precision}
+        source = ("lut+agent" if self.filler else "lut" if self.lut else "agent" if self.device_url
+                  else "roofline estimate")
+        return {"target": self.name, "source": source, "precision": self.precision,
+                "verify_every": self.verify_every}
 
 
 def warn(message: str) -> None:
@@ -266,12 +369,24 @@ def target_names() -> list[str]:
 
 
 def get_target(name: str, *, lut: str | Path | None = None, device_url: str | None = None,
-               device_token_file: str | None = None, threads: int | None = None) -> Target:
-    """The target called ``name`` (see the module docstring); unknown names raise :class:`InputError`."""
+               device_token_file: str | None = None, threads: int | None = None,
+               verify_every: int | None = None) -> Target:
+    """The target called ``name`` (see the module docstring); unknown names raise :class:`InputError`.
+
+    ``verify_every`` N (a jetson-* target with both ``lut`` and ``device_url``): every Nth predicted candidate
+    is also measured whole on the device and the prediction's error logged."""
     canonical = ALIASES.get(name, name)
     if canonical not in TARGETS:
         raise InputError(f"unknown target {name!r}; valid targets: {', '.join(target_names())}")
     if threads is not None and threads < 1:
         raise InputError(f"threads={threads} must be at least 1")
-    return TARGETS.get(canonical)(canonical, requested=name, lut=lut, device_url=device_url,
-                                  device_token_file=device_token_file, threads=threads)
+    if verify_every is not None and (not canonical.startswith("jetson-") or lut is None or device_url is None):
+        raise InputError(f"--verify-every needs a jetson-* target with both --lut and --device-url (got target "
+                         f"{name}{', --lut' if lut else ''}{', --device-url' if device_url else ''})")
+    if verify_every is not None and verify_every < 1:
+        raise InputError(f"--verify-every {verify_every} must be at least 1")
+    target = TARGETS.get(canonical)(canonical, requested=name, lut=lut, device_url=device_url,
+                                    device_token_file=device_token_file, threads=threads)
+    if verify_every is not None:
+        target.verify_every = verify_every
+    return target

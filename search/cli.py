@@ -126,6 +126,8 @@ def search(ctx: click.Context, **kw) -> None:
         click.echo(json.dumps(summary))
     elif not quiet:
         best = summary["best"]
+        if summary.get("stopped"):
+            click.echo(f"stopped early: {summary['stopped']}", err=True)
         click.echo(f"{summary['trained']} candidates trained in {summary['out']}; best: "
                    + (f"trial {best['index']} reward {best['reward']:.4f} score {best['score']:.4f} "
                       f"{best['latency_ms']:.2f} ms -> {summary['out']}/best.json" if best else "none"), err=True)

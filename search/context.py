@@ -109,18 +109,19 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     device = run["device"] if run is not None else resolve_device(options.device)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("this search ran on CUDA, but no CUDA device is available to resume it")
-    if run is not None:
-        preset, settings = run["preset"], ProxySettings.from_dict(run["proxy_settings"])
-    else:
-        preset, settings = resolve_preset(options.preset, device)
-        settings = settings.with_(**options.proxy) if options.proxy else settings
     make_strategy(options.strategy, options.seed, genotypes=options.genotypes)  # validates early
     emit(on_event, "status", message=f"opening {options.data}")
     dataset = open_dataset(options.data, "train")
+    if run is not None:
+        preset, settings = run["preset"], ProxySettings.from_dict(run["proxy_settings"])
+    else:
+        preset, settings = resolve_preset(options.preset, device, len(dataset))
+        settings = settings.with_(**options.proxy) if options.proxy else settings
     deploy, proxy, input_size = _model_configs(options, run, dataset)
     check_proxy_memory(settings, proxy, device)
     target = get_target(options.target, lut=options.lut, device_url=options.device_url,
-                        device_token_file=options.device_token_file, threads=options.latency_threads)
+                        device_token_file=options.device_token_file, threads=options.latency_threads,
+                        verify_every=options.verify_every)
     reference, reward_spec = _reward(options, run, target, deploy, input_size, on_event)
     ctx = RunContext(options, out, device, preset, settings, dataset, deploy, proxy, input_size, target,
                      reward_spec, reference)
@@ -155,6 +156,14 @@ def check_proxy_memory(settings: Any, proxy_config: Any, device: str) -> None:
                f"of {settings.cache_size})", "lower the preset's crop, stage2_batch or cache_size")
 
 
+def _measure_beside(target: Any, arch0: Any, deploy: Any, input_size: tuple[int, int],
+                    reference: dict[str, Any]) -> None:
+    """A target that measures on this host times every candidate beside arch0 from now on (CpuTarget), so that
+    ``latency_ms`` = (candidate / arch0 in the same rounds) x arch0's latency measured at the start."""
+    if hasattr(target, "set_reference") and reference.get("latency_source") == "measured":
+        target.set_reference(arch0, deploy, input_size, reference["latency_ms"])
+
+
 def _model_configs(options: SearchOptions, run: dict[str, Any] | None, dataset: Any) -> tuple[Any, Any, tuple]:
     """(deployed ModelConfig, proxy ModelConfig, deployment input size): from run.json, or made now."""
     from segfactory.factory.config import ModelConfig
@@ -175,15 +184,17 @@ def _reward(options: SearchOptions, run: dict[str, Any] | None, target: Any, dep
     from segfactory.factory.cost import model_cost
     from segfactory.factory.zoo import ZOO
 
-    if run is not None:
-        return run["reference"], RewardSpec(**run["reward"])
     arch0 = ZOO["arch0"]
+    if run is not None:
+        _measure_beside(target, arch0, deploy, input_size, run["reference"])
+        return run["reference"], RewardSpec(**run["reward"])
     cost = model_cost(arch0, deploy, input_size)
     reference = {"arch": "arch0", "params": cost.params, "macs": cost.macs}
     # Recorded always; the default latency target when --latency-target-ms is not given
     emit(on_event, "status", message=f"measuring arch0's latency on {options.target}")
     lat = target.latency(arch0, deploy, input_size)
     reference.update(latency_ms=lat.ms, latency_source=lat.source)
+    _measure_beside(target, arch0, deploy, input_size, reference)
     if lat.detail.get("device_info"):  # measured by a device agent: what it ran on
         reference["latency_device"] = lat.detail["device_info"]
     reward_spec = RewardSpec(

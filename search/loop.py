@@ -62,6 +62,7 @@ class Search:
         self.latencies: dict[str, dict[str, Any]] = {}  # genotype key -> latency of the deployed model
         self.executor_factory = executor_factory or (lambda search: LocalExecutor(search.train_job))
         self.consecutive_rejections = 0
+        self.consecutive_repeats = 0
         self.started = time.monotonic()
         self.trained_times: list[float] = []
 
@@ -78,6 +79,8 @@ class Search:
             _emit(self.on_event, "status", message=f"dropped a torn last line of trials.jsonl "
                                                     f"({self.store.torn_bytes} bytes)")
         for t in trials:
+            # keys are hashes of the genotype's normal form; runs made before that have other keys: recompute
+            t["key"] = Genotype.from_dict(t["genotype"]).key()
             self._index_trial(t)
         state = _load_state(self.ctx.out)
         done = {int(t["index"]): t for t in trials}
@@ -104,7 +107,7 @@ class Search:
             self._save()
 
     def _index_trial(self, t: dict[str, Any]) -> None:
-        if t.get("status") in LEARN_FROM and t["key"] not in self.by_key:
+        if t.get("status") in TRAINED and t["key"] not in self.by_key:
             self.by_key[t["key"]] = t
         if t.get("latency_ms") is not None:
             self.latencies.setdefault(t["key"], {"ms": t["latency_ms"], "source": t.get("latency_source")})
@@ -118,7 +121,11 @@ class Search:
         self._tell(proposal, trial)
 
     def _tell(self, proposal: Proposal, trial: dict[str, Any]) -> None:
-        reward = trial.get("reward") if trial.get("status") in LEARN_FROM else None
+        """Tell the strategy the trial's reward; failed and rejected candidates get ``--failure-reward`` (0 by
+        default; None tells nothing), a repeat what its first trial got."""
+        status = trial.get("status")
+        learned = status in LEARN_FROM or (status == "repeat" and trial.get("reward") is not None)
+        reward = trial.get("reward") if learned else self.ctx.options.failure_reward
         self.strategy.tell(proposal, reward)
 
     def _save(self) -> None:
@@ -163,10 +170,10 @@ class Search:
                                f"preset's limit {ctx.settings.max_proxy_macs:,}")
         if reasons:
             return self._record(job, status="rejected", reason="; ".join(reasons))
-        if key in self.by_key:  # the same genotype was trained before: its result stands
+        if key in self.by_key:  # the same network was trained before: its result stands, nothing is retrained
             prev = self.by_key[key]
-            return self._record(job, status=prev["status"], reason=f"same genotype as trial {prev['index']}: "
-                                f"result reused", reused=prev)
+            return self._record(job, status="repeat", reason=f"same network as trial {prev['index']} "
+                                f"({prev['status']}): not retrained", reused=prev)
         # Latency is always recorded (the Pareto front needs it), even when its weight is 0.
         if key not in self.latencies:
             t = time.monotonic()
@@ -177,15 +184,32 @@ class Search:
             except Exception as e:  # noqa: BLE001 - this candidate cannot be exported or timed
                 first = (str(e).strip().splitlines() or [""])[0][:300]
                 return self._record(job, status="failed", reason=f"latency: {type(e).__name__}: {first}")
-            self.latencies[key] = {"ms": lat.ms, "source": lat.source, "device": lat.detail.get("device_info")}
+            self.latencies[key] = self._latency_fields(lat)
             job.pre["latency_s"] = round(time.monotonic() - t, 3)
-        job.pre.update(latency_ms=self.latencies[key]["ms"], latency_source=self.latencies[key]["source"])
-        if self.latencies[key].get("device"):
-            job.pre["latency_device"] = self.latencies[key]["device"]  # the device agent's description
+        job.pre.update(self.latencies[key])
         if o.max_latency_ms is not None and job.pre["latency_ms"] > o.max_latency_ms:
             return self._record(job, status="rejected", reason=f"latency {job.pre['latency_ms']:.2f} ms > "
                                 f"--max-latency-ms {o.max_latency_ms:g}")
+        ratio = job.pre.get("latency_ratio")
+        if o.max_latency_ratio is not None and ratio is not None and ratio > o.max_latency_ratio:
+            return self._record(job, status="rejected", reason=f"latency ratio {ratio:.3f} x arch0 > "
+                                f"--max-latency-ratio {o.max_latency_ratio:g}")
         return None
+
+    def _latency_fields(self, lat) -> dict[str, Any]:
+        """What a trial records of a latency: ms and source, the ratio to arch0 and, when measured beside arch0,
+        the candidate's raw median and arch0's median in the same rounds."""
+        d = lat.detail
+        ref_ms = self.ctx.reference.get("latency_ms")
+        fields: dict[str, Any] = {"latency_ms": lat.ms, "latency_source": lat.source}
+        if d.get("ratio") is not None:  # interleaved with arch0 (cpu target)
+            fields.update(latency_ratio=d["ratio"], latency_raw_ms=d["raw_median_ms"],
+                          latency_reference_ms=d["reference_median_ms"])
+        elif ref_ms:
+            fields["latency_ratio"] = lat.ms / ref_ms
+        if d.get("device_info"):
+            fields["latency_device"] = d["device_info"]  # the device agent's description
+        return fields
 
     def _proxy_memory_reasons(self, genotype: Genotype) -> list[str]:
         """A candidate whose proxy training would exceed the memory bound is rejected, not run out of memory."""
@@ -222,8 +246,12 @@ class Search:
             "params": job.pre.get("params"), "macs": job.pre.get("macs"),
             "reward": None, "status": status, "reason": reason, "wall_s": None,
         }
+        for k in ("latency_ratio", "latency_raw_ms", "latency_reference_ms"):
+            if job.pre.get(k) is not None:
+                rec[k] = job.pre[k]
         if reused is not None:
-            for k in ("miou", "macc", "fwiou", "score", "reward", "latency_ms", "latency_source"):
+            rec["repeat_of"] = reused["index"]
+            for k in ("miou", "macc", "fwiou", "score", "reward", "latency_ms", "latency_source", "latency_ratio"):
                 rec[k] = reused.get(k)
         if result is not None:
             rec.update(miou=result.miou, macc=result.macc, fwiou=result.fwiou, score=result.score)
@@ -241,6 +269,8 @@ class Search:
             rec["latency_s"] = job.pre["latency_s"]
         if job.pre.get("latency_device"):
             rec["latency_device"] = job.pre["latency_device"]
+        if result is not None:
+            rec["proxy_cpu_s"] = round(result.cpu_s, 3)  # what the candidate's time limit counts
         self.store.append(rec)
         self._index_trial(rec)
         self.pending.pop(job.index, None)
@@ -248,6 +278,7 @@ class Search:
         self._tell(job.proposal, rec)
         self._save()
         self.consecutive_rejections = self.consecutive_rejections + 1 if rec["status"] == "rejected" else 0
+        self.consecutive_repeats = self.consecutive_repeats + 1 if rec["status"] == "repeat" else 0
         best = best_trial(self.store.trials)
         if best is not None and best["index"] == rec["index"]:
             write_best(self.ctx, best)
@@ -271,7 +302,7 @@ class Search:
         self.restore()
         executor = self.executor_factory(self)
         _emit(self.on_event, "start", trained=trained_count(self.store.trials), budget=o.budget)
-        stopped = None
+        stopped = converged = None
         try:
             while True:
                 while (trained_count(self.store.trials) + executor.in_flight() < o.budget
@@ -289,7 +320,12 @@ class Search:
                         stopped = (f"{self.consecutive_rejections} consecutive candidates were rejected (last: "
                                    f"{done['reason']}); loosen the limits")
                         break
-                if stopped or executor.in_flight() == 0:  # done, out of time, or nothing left to propose
+                    elif self.consecutive_repeats >= o.max_repeats:
+                        converged = (f"the strategy has converged: its last {self.consecutive_repeats} proposals "
+                                     f"repeated networks already trained (--max-repeats {o.max_repeats})")
+                        _emit(self.on_event, "status", message=converged)
+                        break
+                if stopped or converged or executor.in_flight() == 0:  # done, out of time, or nothing to propose
                     break
                 job, result = executor.wait()
                 self._record(job, status=result.status, reason=result.reason, result=result)
@@ -298,6 +334,8 @@ class Search:
         summary = finish(self.ctx, self.store.trials)
         if stopped:
             raise RunError(stopped)
+        if converged:
+            summary["stopped"] = converged
         return summary
 
 

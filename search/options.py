@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from segfactory.benchmarks.agent.options import DEVICE_TOKEN_FILE, DEVICE_URL
+from segfactory.factory.commands.options import ENCODER_WEIGHTS_HELP
+from segfactory.factory.config import LIMITS, RELEASED, SEARCH_PROXY
 from segfactory.factory.errors import InputError
 
 STRATEGY_CHOICES = ["ppo", "random", "evolution", "list"]
-PRESET_CHOICES = ["auto", "paper", "cpu-small", "test"]
+PRESET_CHOICES = ["auto", "paper", "cpu-full", "cpu-small", "test"]
 
 # What a resumed search does with a field
 FIXED = "fixed"  # changes the results: a change is refused
@@ -163,18 +166,17 @@ class SearchOptions:
                       help="Latency target: cpu, cuda, jetson-orin-nano, jetson-orin-nx, jetson-agx-orin.")
     lut: str | None = opt(None, flag="--lut", group=DATA,
                           help="Latency lookup table (from `segfactory profile`) for the target.")
-    device_url: str | None = opt(None, flag="--device-url", group=DATA,
-                                 help="Device agent URL for a jetson-* target.")
-    device_token_file: str | None = opt(None, flag="--device-token-file", group=DATA,
-                                        help="File holding the device agent's token.")
+    device_url: str | None = opt(None, **DEVICE_URL.meta("Device agent URL for a jetson-* target."), group=DATA)
+    device_token_file: str | None = opt(None, **DEVICE_TOKEN_FILE.meta(), group=DATA)
     latency_threads: int | None = opt(None, flag="--latency-threads", type=click.IntRange(1, 256), group=DATA,
                                       help="Threads of the cpu target's latency measurement [default: 1].")
     budget: int = opt(8, flag="--budget", type=click.IntRange(1, 10_000_000), resume=RUNTIME,
                       help="Candidates to train (ok, early-stopped or failed; rejected ones do not count).")
     strategy: str = opt("ppo", flag="--strategy", type=click.Choice(STRATEGY_CHOICES), group=STRATEGY)
     preset: str = opt("auto", flag="--preset", type=click.Choice(PRESET_CHOICES), group=PROXY,
-                      help="Proxy-training schedule: paper (method.md), cpu-small, test (tiny); auto = paper on "
-                           "CUDA, else cpu-small.")
+                      help="Proxy-training schedule: paper (method.md), cpu-full (a real dataset on 2 CPU cores), "
+                           "cpu-small (the camvid-mini demo), test (tiny); auto = paper on CUDA, else cpu-full, or "
+                           "cpu-small for a dataset of at most 100 training images.")
     seed: int = opt(0, flag="--seed", type=int)
     device: str = opt("auto", flag="--device", type=click.Choice(["auto", "cpu", "cuda"]),
                       help="Where proxies train (CUDA: mixed precision).")
@@ -184,17 +186,20 @@ class SearchOptions:
     input_size: tuple[int, int] | None = opt(
         None, flag="--input-size", size=True, show=_size, group=MODELS,
         help="Deployment input size HxW for latency and MACs [default: the dataset's size].")
-    agg_size: int = opt(64, flag="--agg-size", type=click.IntRange(1, 4096), group=MODELS,
-                        help="Deployed model's head width (the reward's latency and params use it).")
-    sep_repeats: int = opt(2, flag="--sep-repeats", type=click.IntRange(1, 8), group=MODELS,
-                           help="Deployed model's separable units per sep op.")
+    agg_size: int = opt(RELEASED.agg_size, flag="--agg-size", type=click.IntRange(*LIMITS["agg_size"]),
+                        group=MODELS, help="Deployed model's head width (the reward's latency and params use it).")
+    sep_repeats: int = opt(RELEASED.sep_repeats, flag="--sep-repeats", type=click.IntRange(*LIMITS["sep_repeats"]),
+                           group=MODELS, help="Deployed model's separable units per sep op.")
     # the proxy model (the paper's search configuration)
-    proxy_agg_size: int = opt(48, flag="--proxy-agg-size", type=click.IntRange(1, 4096), group=MODELS,
-                              help="Proxy model's head width (the paper's search: 48).")
-    proxy_sep_repeats: int = opt(1, flag="--proxy-sep-repeats", type=click.IntRange(1, 8), group=MODELS,
-                                 help="Proxy model's separable units per sep op (the paper's search: 1).")
-    encoder_weights: str = opt("bundled", flag="--encoder-weights", group=MODELS,
-                               help="bundled | torchvision | none | PATH to a segfactory encoder file.")
+    proxy_agg_size: int = opt(SEARCH_PROXY.agg_size, flag="--proxy-agg-size",
+                              type=click.IntRange(*LIMITS["agg_size"]), group=MODELS,
+                              help=f"Proxy model's head width (the paper's search: {SEARCH_PROXY.agg_size}).")
+    proxy_sep_repeats: int = opt(SEARCH_PROXY.sep_repeats, flag="--proxy-sep-repeats",
+                                 type=click.IntRange(*LIMITS["sep_repeats"]), group=MODELS,
+                                 help="Proxy model's separable units per sep op (the paper's search: "
+                                      f"{SEARCH_PROXY.sep_repeats}).")
+    encoder_weights: str = opt(RELEASED.encoder_weights, flag="--encoder-weights", group=MODELS,
+                               help=ENCODER_WEIGHTS_HELP)
     latency_target_ms: float | None = opt(None, flag="--latency-target-ms", type=_POSITIVE, group=REWARD,
                                           help="Latency target T of the reward [default: arch0's latency on the "
                                                "target].")
@@ -210,8 +215,18 @@ class SearchOptions:
                                help="Reject candidates with more multiply-adds (deployed model at --input-size).")
     max_latency_ms: float | None = opt(None, flag="--max-latency-ms", type=_POSITIVE, group=REWARD,
                                        help="Reject slower candidates (before training).")
+    max_latency_ratio: float | None = opt(None, flag="--max-latency-ratio", type=_POSITIVE, group=REWARD,
+                                          help="Reject candidates slower than R x arch0 (on the cpu target measured "
+                                               "beside it in the same rounds, so the limit holds in any host "
+                                               "state; elsewhere the ratio of the two latencies).")
     max_rejections: int = opt(100, flag="--max-rejections", type=click.IntRange(min=1), group=REWARD,
                               help="Consecutive rejections that stop the search.")
+    failure_reward: float | None = opt(0.0, flag="--failure-reward", type=float, group=REWARD,
+                                       help="Reward the strategy is told for a failed (error, NaN, out of memory, "
+                                            "time limit) or rejected candidate, so it learns to avoid them.")
+    max_repeats: int = opt(50, flag="--max-repeats", type=click.IntRange(min=1), group=REWARD,
+                           help="Consecutive proposals of genotypes already trained (not retrained, not counted "
+                                "in --budget) that stop a search whose strategy has converged.")
     early_stopping: bool = opt(True, flag="--no-early-stopping", flag_value=False, group=PROXY,
                                help="Train every candidate to the end of its schedule.")
     feedback: bool = opt(False, flag="--action-feedback", flag_value=True, group=STRATEGY,
@@ -248,6 +263,10 @@ class SearchOptions:
     max_minutes: float | None = opt(None, flag="--max-minutes", type=_POSITIVE, resume=RUNTIME,
                                     help="Start no new candidate after this many minutes (the run can be resumed "
                                          "later).")
+    verify_every: int | None = opt(None, flag="--verify-every", type=click.IntRange(min=1), group=DATA,
+                                   resume=RUNTIME,
+                                   help="jetson-* with --lut and --device-url: also measure every Nth predicted "
+                                        "candidate whole on the device and log the prediction's error.")
     genotypes: list[dict[str, Any]] = field(default_factory=list, metadata={"opt": Opt(
         flag="--genotypes", read=read_genotype_list, show=_show_genotypes, group=STRATEGY,
         help="--strategy list: a file with one architecture per line (zoo name or genotype JSON).")})

@@ -18,7 +18,9 @@ from typing import Any
 
 from segfactory.factory.errors import InputError
 
-PRESET_NAMES = ("auto", "paper", "cpu-small", "test")
+PRESET_NAMES = ("auto", "paper", "cpu-full", "cpu-small", "test")
+SCHEDULES = ("constant", "poly")
+SMALL_DATASET = 100  # train images: at most this many (camvid-mini has 40) and auto picks cpu-small on a CPU
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class ProxySettings:
     stage2_enc_lr: float = 5e-4
     stage2_dec_lr: float = 2e-3
     stage2_polyak: float = 0.99
+    stage2_schedule: str = "constant"  # constant (the paper) | poly: (1 - step / steps) ** 0.9 over stage 2
     weight_decay: float = 1e-5
     grad_clip: float = 3.0
     val_fraction: float = 0.1  # of the train split, held out in contiguous blocks of frames
@@ -57,6 +60,8 @@ class ProxySettings:
                 raise InputError(f"proxy setting {name}={getattr(self, name)} must be >= 0")
         if not 0 < self.val_fraction < 1:
             raise InputError(f"proxy setting val_fraction={self.val_fraction} must be in (0, 1)")
+        if self.stage2_schedule not in SCHEDULES:
+            raise InputError(f"proxy setting stage2_schedule={self.stage2_schedule!r} is not one of {SCHEDULES}")
         if len(self.crop) != 2 or min(self.crop) < 16:
             raise InputError(f"proxy setting crop={self.crop} must be HxW with sides >= 16")
 
@@ -99,6 +104,11 @@ PRESETS: dict[str, ProxySettings] = {
         val_gap=0, val_long_side=240,
         val_batch=8, time_limit_s=150.0, max_proxy_macs=400_000_000, workers=0,
     ),
+    "cpu-full": ProxySettings(
+        crop=(192, 256), scale=(0.5, 1.0), cache_size=128, stage1_epochs=2, stage1_batch=16,
+        stage2_epochs=3, stage2_batch=8, stage2_steps=15, stage2_schedule="poly", val_fraction=0.2, val_blocks=4,
+        val_gap=1, val_long_side=240, val_batch=8, time_limit_s=300.0, max_proxy_macs=1_000_000_000, workers=0,
+    ),
     "test": ProxySettings(
         crop=(64, 64), scale=(1.0, 1.0), cache_size=8, stage1_epochs=1, stage1_batch=4, stage2_epochs=1,
         stage2_batch=4, stage2_steps=2, val_fraction=0.2, val_blocks=2, val_gap=0, val_long_side=64, val_batch=8,
@@ -107,10 +117,14 @@ PRESETS: dict[str, ProxySettings] = {
 }
 
 
-def resolve_preset(name: str, device: str) -> tuple[str, ProxySettings]:
-    """(concrete preset name, settings); ``auto`` -> ``paper`` on CUDA, ``cpu-small`` otherwise."""
+def resolve_preset(name: str, device: str, train_images: int | None = None) -> tuple[str, ProxySettings]:
+    """(concrete preset name, settings); ``auto`` -> ``paper`` on CUDA; on a CPU ``cpu-full`` for a real dataset
+    and ``cpu-small`` for one of at most :data:`SMALL_DATASET` training images (camvid-mini)."""
     if name == "auto":
-        name = "paper" if device == "cuda" else "cpu-small"
+        if device == "cuda":
+            name = "paper"
+        else:
+            name = "cpu-small" if train_images is not None and train_images <= SMALL_DATASET else "cpu-full"
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r} (one of {', '.join(PRESET_NAMES)})")
     return name, PRESETS[name]

@@ -150,7 +150,14 @@ class _Candidate:
 
     def stage2(self) -> None:
         """Encoder and decoder end to end on augmented crops; scored after every epoch."""
-        from segfactory.factory.training import PolyakAverage, TrainStep, make_optimizer, make_train_loader, set_epoch
+        from segfactory.factory.training import (
+            PolyakAverage,
+            TrainStep,
+            make_optimizer,
+            make_train_loader,
+            poly_factor,
+            set_epoch,
+        )
 
         s, data, model = self.s, self.data, self.model
         enc, dec = list(model.encoder.parameters()), list(model.decoder.parameters())
@@ -160,8 +167,11 @@ class _Candidate:
         average = PolyakAverage(model, s.stage2_polyak, planned_steps=per_epoch * s.stage2_epochs)
         optimizer = make_optimizer("adam", [{"params": enc, "lr": s.stage2_enc_lr},
                                             {"params": dec, "lr": s.stage2_dec_lr}], s.weight_decay)
+        planned = per_epoch * s.stage2_epochs
+        lr_factor = (lambda p: poly_factor(p, 0.9)) if s.stage2_schedule == "poly" else (lambda p: 1.0)
         step = TrainStep(lambda x: model(x, native=True), [enc, dec], optimizer, ignore_index=data.ignore_index,
-                         average=average, averaged=model, grad_clip=s.grad_clip, amp=self.amp)
+                         lr_factor=lr_factor, average=average, averaged=model, grad_clip=s.grad_clip, amp=self.amp)
+        done = 0
         for epoch in range(s.stage2_epochs):
             t = time.monotonic()
             model.train()
@@ -170,7 +180,8 @@ class _Candidate:
                 if i >= per_epoch:
                     break
                 images = images.to(self.device, non_blocking=True)
-                self.train_step(step, images, masks.to(self.device, non_blocking=True), 0.0, 2)
+                self.train_step(step, images, masks.to(self.device, non_blocking=True), done / planned, 2)
+                done += 1
             step.put_average()
             self.result.stage2_s += time.monotonic() - t
             if not self.score():

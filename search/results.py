@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.search.context import RunContext
-from segfactory.search.trials import TRAINED, best_trial, trained_count
+from segfactory.search.trials import STATUSES, TRAINED, best_trial, trained_count
 
 BEST_FORMAT = "segfactory.search-best/1"
 
@@ -40,8 +40,7 @@ def finish(ctx: RunContext, trials: list[dict[str, Any]]) -> dict[str, Any]:
     if best is not None:
         write_best(ctx, best)
     write_reports(ctx.out, trials, ctx.run_json())
-    counts = {s: sum(1 for t in trials if t.get("status") == s) for s in ("ok", "early-stopped", "rejected",
-                                                                           "failed")}
+    counts = {s: sum(1 for t in trials if t.get("status") == s) for s in STATUSES}
     wall = [t["wall_s"] for t in trials if t.get("status") in TRAINED and t.get("wall_s") is not None]
     return {
         "out": str(ctx.out),

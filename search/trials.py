@@ -15,8 +15,8 @@ from typing import Any
 
 from segfactory.factory.errors import InputError
 
-STATUSES = ("ok", "early-stopped", "rejected", "failed")
-TRAINED = ("ok", "early-stopped", "failed")  # what counts toward --budget
+STATUSES = ("ok", "early-stopped", "rejected", "failed", "repeat")
+TRAINED = ("ok", "early-stopped", "failed")  # what counts toward --budget (a repeat is not retrained)
 FIELDS = ("index", "genotype", "key", "miou", "macc", "fwiou", "score", "latency_ms", "latency_source",
           "params", "macs", "reward", "status", "reason", "wall_s")
 

@@ -4,9 +4,14 @@ The agent times whole models end to end and has no per-node profiler, so every u
 torch is) as its own small ONNX model with one input and sent to ``/v1/measure``. The agent's time of a unit
 includes a fixed per-call cost (enqueue, synchronisation, the runner's loop); an Identity model measured the
 same way gives it (``per_call_ms`` in the table), and each entry's ``ms`` is the unit's median minus it. The
-fitted overhead (``intercept_ms``, ``scale``) then comes from whole fitting genotypes measured on the agent too.
+predictor (predictor.py: its fitting and selection genotypes) is fitted on whole models measured on the agent
+too, with the graph features of ONNX Runtime's portable fusions (graph.py, level "extended").
 Answers are cached on both sides: the agent's cache, and ``measure_remote``'s ``cache_dir`` beside ``--out``
 (unit exports are seeded, so a re-export has the same sha256).
+
+A search with both ``--lut`` and ``--device-url`` fills the table as it goes (:class:`RemoteFiller`): units a
+candidate needs and the table lacks are measured on the agent, with the settings the table was profiled
+with, and added to it (saved atomically after each unit).
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.lut.table import FORMAT, Lut, fit_overhead, units_by_frequency
+from segfactory.benchmarks.lut.table import FORMAT, Lut, units_by_frequency
 from segfactory.factory.config import ModelConfig
-from segfactory.factory.errors import InputError
+from segfactory.factory.errors import InputError, RunError
 
 MEASURED_BY = "agent"
+# how units (and, with fit_duration_s, whole models) are measured on the agent; kept in the table
+# (measure_settings), so that units added later are measured as the first ones were
+DEFAULT_SETTINGS = {"warmup_ms": 100.0, "iterations": 50, "duration_s": 0.5, "fit_duration_s": 2.0}
 
 
 def unit_onnx(sig: str, config: ModelConfig) -> bytes:
@@ -115,69 +123,150 @@ def open_remote_lut(out: Path, target: str, config: ModelConfig, input_size: tup
     return lut
 
 
+def _unit_bytes(sig: str, config: ModelConfig) -> bytes:
+    try:
+        return unit_onnx(sig, config)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch's exporter raises many kinds
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RunError(f"lookup-table unit {sig} could not be built or exported: {first}") from None
+
+
 def measure_remote_units(lut: Lut, sigs: list[str], config: ModelConfig, measurer: RemoteMeasurer, *,
                          on_unit: Callable[[], None] | None = None, deadline: float | None = None,
                          save_every_s: float = 5.0) -> int:
-    """Measure the signatures missing from ``lut`` on the agent; saves atomically as it goes; returns how many."""
-    per_call = lut.data.get("per_call_ms")
-    if per_call is None:
-        base = measurer.measure(baseline_onnx())
-        lut.data["per_call_ms"] = per_call = float(base["median_ms"])
-        lut.data["per_call"] = {k: base.get(k) for k in ("median_ms", "p90_ms", "iterations", "sha256")}
+    """Measure the signatures missing from ``lut`` on the agent; saves atomically as it goes (and when a
+    measurement fails, so nothing measured is lost); returns how many."""
     done = 0
     last_save = time.monotonic()
-    for sig in [s for s in dict.fromkeys(sigs) if s not in lut.entries]:  # keeps the caller's order
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        res = measurer.measure(unit_onnx(sig, config))
-        med = float(res["median_ms"])
-        lut.entries[sig] = {"ms": max(0.0, med - per_call), "measured_ms": med,
-                            "p90_ms": max(0.0, float(res.get("p90_ms", med)) - per_call),
-                            "n": int(res.get("iterations", 0)), "sha256": res.get("sha256")}
-        done += 1
-        if on_unit:
-            on_unit()
-        if lut.path and time.monotonic() - last_save >= save_every_s:
+    try:
+        per_call = lut.data.get("per_call_ms")
+        if per_call is None:
+            base = measurer.measure(baseline_onnx())
+            lut.data["per_call_ms"] = per_call = float(base["median_ms"])
+            lut.data["per_call"] = {k: base.get(k) for k in ("median_ms", "p90_ms", "iterations", "sha256")}
+        for sig in [s for s in dict.fromkeys(sigs) if s not in lut.entries]:  # keeps the caller's order
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            res = measurer.measure(_unit_bytes(sig, config))
+            med = float(res["median_ms"])
+            lut.entries[sig] = {"ms": max(0.0, med - per_call), "measured_ms": med,
+                                "p90_ms": max(0.0, float(res.get("p90_ms", med)) - per_call),
+                                "n": int(res.get("iterations", 0)), "sha256": res.get("sha256")}
+            done += 1
+            if on_unit:
+                on_unit()
+            if lut.path and time.monotonic() - last_save >= save_every_s:
+                lut.save()
+                last_save = time.monotonic()
+    finally:
+        if lut.path and (done or lut.data.get("per_call_ms") is not None):
             lut.save()
-            last_save = time.monotonic()
-    if lut.path:
-        lut.save()
     return done
 
 
-def fit_remote_overhead(lut: Lut, config: ModelConfig, input_size: tuple[int, int], count: int,
-                        measurer: RemoteMeasurer, seed: int = 0, duration_s: float = 2.0, log=None
-                        ) -> dict[str, Any]:
-    """Measure ``count`` fitting genotypes whole on the agent (their missing units too) and fit the overhead."""
-    from segfactory.benchmarks.lut.profile import fit_genotypes
-    from segfactory.benchmarks.lut.units import model_units
+def measure_whole(measurer: RemoteMeasurer, genotype, config: ModelConfig, input_size: tuple[int, int],
+                  duration_s: float) -> dict[str, Any]:
     from segfactory.benchmarks.targets import _export_bytes
 
-    genotypes = fit_genotypes(count, seed)
-    measure_remote_units(lut, [u for g in genotypes for u in model_units(g, config, input_size)], config, measurer)
+    return measurer.measure(_export_bytes(genotype, config, input_size, 1), input_size=list(input_size),
+                            duration_s=duration_s)
+
+
+def fit_remote_predictor(lut: Lut, config: ModelConfig, input_size: tuple[int, int], count: int, select: int,
+                         measurer: RemoteMeasurer, seed: int = 0, duration_s: float = 2.0, log=None
+                         ) -> dict[str, Any]:
+    """Measure the fitting and selection genotypes whole on the agent (their missing units too), fit the predictor."""
+    from segfactory.benchmarks.lut.profile import fit_from_whole
+    from segfactory.benchmarks.lut.protocol import anchor_genotype, describe_sets, fit_set, selection_set
+
+    fit = fit_set(count, seed)
+    sel = selection_set(select, {g.key() for _, g in fit} | {anchor_genotype().key()})
+    measure_remote_units(lut, [u for _, g in fit + sel for u in lut.units(g, config)], config, measurer)
     if log:
-        log(f"fitting the per-model overhead on {count} genotypes measured whole on the agent")
-    measured = [float(measurer.measure(_export_bytes(g, config, input_size, 1), input_size=list(input_size),
-                                       duration_s=duration_s)["median_ms"]) for g in genotypes]
-    return fit_overhead(lut, genotypes, measured, config)
+        log(f"fitting the predictor on {len(fit)} genotypes (form chosen on {len(sel)} more) measured whole on "
+            "the agent")
+    whole = lut.data.setdefault("whole", {})
+    for group, named in (("fit", fit), ("selection", sel)):
+        for name, g in named:
+            if whole.get(name, {}).get("key") != g.key():
+                res = measure_whole(measurer, g, config, input_size, duration_s)
+                whole[name] = {"key": g.key(), "ms": float(res["median_ms"]), "p90_ms": res.get("p90_ms"),
+                               "at": time.time()}
+                lut.save()
+            whole[name]["set"] = group
+    lut.data["sets"] = describe_sets(count, seed, sel)
+    lut.data["sets"]["fit"]["keys"] = [g.key() for _, g in fit]
+    lut.data["sets"]["selection"]["keys"] = [g.key() for _, g in sel]
+    return fit_from_whole(lut, config, fit, sel, None)
+
+
+def cache_dir_for(out: Path) -> Path:
+    return out.parent / f"{out.name}.agent-cache"
+
+
+class RemoteFiller:
+    """Measures what a device table lacks on that device's agent and adds it to the table (cached both sides).
+
+    Used by a jetson-* target given both ``--lut`` and ``--device-url``: the agent must be the table's device
+    (checked once, on first use: another device is an InputError; an unreachable one a RunError).
+    """
+
+    def __init__(self, lut: Lut, url: str, token_file: str | Path | None) -> None:
+        s = {**DEFAULT_SETTINGS, **(lut.data.get("measure_settings") or {})}
+        self.lut, self.url, self.token_file = lut, url, token_file
+        self.fit_duration_s = float(s["fit_duration_s"])
+        self.measurer = RemoteMeasurer(url, token_file, precision=lut.data.get("precision") or "fp16",
+                                       threads=lut.threads, warmup_ms=float(s["warmup_ms"]),
+                                       iterations=int(s["iterations"]), duration_s=float(s["duration_s"]),
+                                       cache_dir=cache_dir_for(lut.path) if lut.path else None)
+        self._checked = False
+
+    def check_device(self) -> None:
+        if self._checked:
+            return
+        from segfactory.benchmarks.agent.client import health
+
+        info = health(self.url, self.token_file)
+        device = (info.get("device") or {}).get("name") or "unknown device"
+        backend = str(info.get("backend") or (info.get("device") or {}).get("backend") or "unknown")
+        if (device, backend) != (self.lut.data.get("device"), self.lut.data.get("backend")):
+            raise InputError(f"--device-url {self.url} is {device} ({backend}), but lookup table {self.lut.path} "
+                             f"was measured on {self.lut.data.get('device')} ({self.lut.data.get('backend')}); "
+                             "give the agent of the table's device")
+        self._checked = True
+
+    def fill(self, sigs: list[str], config: ModelConfig) -> int:
+        self.check_device()
+        return measure_remote_units(self.lut, sigs, config, self.measurer)
+
+    def measure_whole(self, genotype, config: ModelConfig, input_size: tuple[int, int]) -> float:
+        self.check_device()
+        return float(measure_whole(self.measurer, genotype, config, input_size, self.fit_duration_s)["median_ms"])
 
 
 def run_remote_profile(target: str, config: ModelConfig, input_size: tuple[int, int], out: str | Path, *,
                        device_url: str, token_file: str | Path | None, precision: str = "fp16", threads: int = 1,
-                       fit_models: int = 8, seed: int = 0, minutes: float | None = None, max_units: int | None = None,
-                       iterations: int = 50, warmup_ms: float = 100.0, duration_s: float = 0.5,
-                       fit_duration_s: float = 2.0, progress: bool = True, log=None) -> dict[str, Any]:
+                       fit_models: int = 24, select_models: int = 16, seed: int = 0, minutes: float | None = None,
+                       max_units: int | None = None, iterations: int = 50, warmup_ms: float = 100.0,
+                       duration_s: float = 0.5, fit_duration_s: float = 2.0, progress: bool = True, log=None
+                       ) -> dict[str, Any]:
     """``segfactory profile --device-url``: the lut of ``target`` measured on the agent at ``device_url``."""
     from segfactory.benchmarks.agent.client import health
+    from segfactory.benchmarks.lut.profile import _brief, _progress, record_session
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)
     info = health(device_url, token_file)
     lut = open_remote_lut(out, target, config, input_size, threads, precision, info)
-    cache_dir = out.parent / f"{out.name}.agent-cache"
-    measurer = RemoteMeasurer(device_url, token_file, precision=precision, threads=threads, warmup_ms=warmup_ms,
-                              iterations=iterations, duration_s=duration_s, cache_dir=cache_dir)
-    t0 = time.monotonic()
+    lut.data.setdefault("measure_settings", {"warmup_ms": warmup_ms, "iterations": iterations,
+                                             "duration_s": duration_s, "fit_duration_s": fit_duration_s})
+    s = lut.data["measure_settings"]  # a resumed table keeps the settings it was started with
+    measurer = RemoteMeasurer(device_url, token_file, precision=precision, threads=threads,
+                              warmup_ms=s["warmup_ms"], iterations=s["iterations"], duration_s=s["duration_s"],
+                              cache_dir=cache_dir_for(out))
+    t0, wall0 = time.monotonic(), time.time()
     sigs = units_by_frequency(config, input_size, seed=seed)
     lut.data["units_total"] = len(sigs)
     todo = lut.missing(sigs)
@@ -190,13 +279,7 @@ def run_remote_profile(target: str, config: ModelConfig, input_size: tuple[int, 
     deadline = t0 + minutes * 60 if minutes else None
     bar = task = None
     if progress and todo:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("profiling units on the agent"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(), console=Console(stderr=True))
-        task = bar.add_task("units", total=len(todo))
-        bar.start()
+        bar, task = _progress(len(todo), "profiling units on the agent")
     try:
         measured = measure_remote_units(lut, todo, config, measurer, deadline=deadline,
                                         on_unit=(lambda: bar.advance(task)) if bar else None)
@@ -207,12 +290,14 @@ def run_remote_profile(target: str, config: ModelConfig, input_size: tuple[int, 
     if measured < len(todo):
         log(f"--minutes reached: {len(todo) - measured} units left; run the same command to resume")
     complete = not lut.missing(sigs)
-    overhead = lut.data.get("overhead")
-    if (overhead is None or (complete and measured > 0)) and fit_models >= 2:
-        overhead = fit_remote_overhead(lut, config, input_size, fit_models, measurer, seed,
-                                       duration_s=fit_duration_s, log=log)
+    predictor = lut.data.get("predictor")
+    if (predictor is None or (complete and measured > 0)) and fit_models >= 2:
+        predictor = fit_remote_predictor(lut, config, input_size, fit_models, select_models, measurer, seed,
+                                         duration_s=s["fit_duration_s"], log=log)
+    record_session(lut, t0, wall0, units_measured=measured, complete=complete)
     lut.save()
     return {"format": FORMAT, "out": str(out), "units_total": len(sigs), "units_measured_now": measured,
-            "complete": complete, "overhead": overhead, "threads": threads, "input_size": list(input_size),
-            "device": lut.data["device"], "backend": lut.data["backend"], "precision": precision,
-            "per_call_ms": lut.data["per_call_ms"], "seconds": time.monotonic() - t0}
+            "complete": complete, "overhead": lut.data.get("overhead"), "predictor": _brief(predictor),
+            "threads": threads, "input_size": list(input_size), "device": lut.data["device"],
+            "backend": lut.data["backend"], "precision": precision, "per_call_ms": lut.data["per_call_ms"],
+            "seconds": time.monotonic() - t0}

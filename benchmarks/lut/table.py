@@ -1,10 +1,15 @@
-"""The latency lookup table (FBNet/OFA style): unit signatures -> measured ms, plus a fitted per-model overhead.
+"""The latency lookup table (FBNet/OFA style): unit signatures -> measured ms, plus a fitted whole-model predictor.
 
-``lut.json`` (format ``segfactory.lut/1``) records where and how it was measured (device, backend and
+``lut.json`` (format ``segfactory.lut/2``) records where and how it was measured (device, backend and
 version, threads, precision, input size, the ModelConfig parts that change the graph) and refuses to
-predict for anything else. Prediction = ``intercept_ms + scale * sum(unit ms) + per_node_ms * nodes``; the numbers are fitted
-on measured whole models (:func:`fit_overhead`) whose genotype keys are stored, so that an evaluation can
-prove its genotypes are disjoint from them. Missing units can be measured on demand (``fill=True``).
+predict for anything else. Prediction starts from the sum of the unit entries and corrects it with features
+of the whole graph (predictor.py, graph.py), fitted on whole models measured on the same host or device;
+the genotype keys of the fitting and selection sets are stored (``sets``, ``whole``), so that an evaluation
+can prove its genotypes are disjoint from them. Missing units can be measured on demand (``fill=True``).
+
+Tables in format ``segfactory.lut/1`` (unit entries and an ``overhead``: ``intercept_ms + scale * sum +
+per_node_ms * nodes``) load and predict as before; saving one writes format /2, and ``segfactory profile
+--out`` with the table's settings fits the new predictor while keeping every entry.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import Genotype, sample_genotype
 from segfactory.factory.io import atomic_write_json, read_json
 
-FORMAT = "segfactory.lut/1"
+FORMAT = "segfactory.lut/2"
+FORMATS_READ = ("segfactory.lut/1", FORMAT)
 CONFIG_FIELDS = ("num_classes", "agg_size", "sep_repeats", "encoder_padding")
 
 
@@ -41,7 +47,8 @@ class Lut:
     def __init__(self, data: dict[str, Any], path: str | Path | None = None) -> None:
         self.data = data
         self.path = Path(path) if path else None
-        self._ref: tuple[int, float] | None = None
+        self._ref: tuple[int, float | None] | None = None
+        self._units: dict[tuple, list[str]] = {}
 
     # ---- creation, I/O -----------------------------------------------------------------------------------------
     @classmethod
@@ -65,6 +72,11 @@ class Lut:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "units_total": None,
             "overhead": None,
+            "predictor": None,
+            "sets": {},
+            "whole": {},
+            "anchor": None,
+            "profile": {"sessions": []},
             "entries": {},
         }
         return cls(data, path)
@@ -72,9 +84,10 @@ class Lut:
     @classmethod
     def load(cls, path: str | Path) -> Lut:
         data = read_json(path, "lookup table")
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if not isinstance(data, dict) or data.get("format") not in FORMATS_READ:
             got = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise InputError(f"lookup table {path}: format is {got!r}, not {FORMAT!r}")
+            raise InputError(f"lookup table {path}: format is {got!r}, not {FORMAT!r} (or the older "
+                             f"{FORMATS_READ[0]!r})")
         for field, kind in (("entries", dict), ("config", dict), ("input_size", list), ("threads", int),
                             ("backend", str)):
             if not isinstance(data.get(field), kind):
@@ -89,12 +102,22 @@ class Lut:
         if oh is not None and not (isinstance(oh, dict) and all(_finite(oh.get(k)) for k in ("intercept_ms", "scale"))
                                    and _finite(oh.get("per_node_ms", 0.0))):
             raise InputError(f"lookup table {path}: field 'overhead' needs finite numbers intercept_ms and scale")
+        if data.get("predictor") is not None:
+            from segfactory.benchmarks.lut.predictor import validate
+
+            validate(data["predictor"], f"lookup table {path}")
+        whole = data.get("whole") or {}
+        if not isinstance(whole, dict) or not all(isinstance(w, dict) and _finite(w.get("ms")) and w["ms"] > 0
+                                                   for w in whole.values()):
+            raise InputError(f"lookup table {path}: field 'whole' needs a finite 'ms' > 0 for every measured model")
         return cls(data, path)
 
     def save(self, path: str | Path | None = None) -> Path:
+        """Write the table atomically (a table read in format /1 is written in format /2: same entries)."""
         target = Path(path) if path else self.path
         if target is None:
             raise RunError("lookup table has no path to save to")
+        self.data["format"] = FORMAT
         return atomic_write_json(target, self.data)
 
     # ---- facts ---------------------------------------------------------------------------------------------------
@@ -135,6 +158,22 @@ class Lut:
     def missing(self, sigs: Iterable[str]) -> list[str]:
         return sorted({s for s in sigs if s not in self.entries})
 
+    @property
+    def graph_level(self) -> str:
+        """ONNX Runtime optimisation level whose graph features describe this table's runtime (graph.py)."""
+        local_ort = self.data["backend"] == "ort" and self.data.get("measured_by") != "agent"
+        return "all" if local_ort else "extended"
+
+    def units(self, genotype: Genotype, config: ModelConfig) -> list[str]:
+        key = (genotype.key(), config.key())
+        if key not in self._units:
+            self._units[key] = model_units(genotype, config, self.input_size)
+        return self._units[key]
+
+    def invalidate(self) -> None:
+        """Forget cached derived numbers after entries were replaced (not only added)."""
+        self._ref = None
+
     # ---- measuring -------------------------------------------------------------------------------------------------
     def fill(self, sigs: Iterable[str], config: ModelConfig, *, runs: int = 15,
              on_progress: Callable[[int], None] | None = None, save_every_s: float = 10.0) -> int:
@@ -167,7 +206,7 @@ class Lut:
     # ---- prediction ------------------------------------------------------------------------------------------------
     def raw_ms(self, genotype: Genotype, config: ModelConfig, *, fill: bool = False) -> float:
         """Sum of the unit entries of ``genotype`` (no overhead); measures missing units if ``fill``."""
-        units = model_units(genotype, config, self.input_size)
+        units = self.units(genotype, config)
         missing = self.missing(units)
         if missing:
             if not fill:
@@ -180,11 +219,10 @@ class Lut:
         """Median over bags of the reference unit's time (the scale every bag is normalised to)."""
         from segfactory.benchmarks.stats import median
 
-        refs = [e["ref_ms"] for e in self.entries.values() if e.get("ref_ms")]
-        if not refs:
-            return None
-        if self._ref is None or self._ref[0] != len(refs):
-            self._ref = (len(refs), median(refs))
+        n = len(self.entries)  # cached per table size: predicting asks this once per unit
+        if self._ref is None or self._ref[0] != n:
+            refs = [e["ref_ms"] for e in self.entries.values() if e.get("ref_ms")]
+            self._ref = (n, median(refs) if refs else None)
         return self._ref[1]
 
     def unit_ms(self, sig: str) -> float:
@@ -197,7 +235,17 @@ class Lut:
 
     def nodes(self, genotype: Genotype, config: ModelConfig) -> int:
         """Nodes (after ONNX Runtime's fusions) of the genotype's units, as profiled."""
-        return sum(int(self.entries[u].get("nodes", 0)) for u in model_units(genotype, config, self.input_size))
+        return sum(int(self.entries[u].get("nodes", 0)) for u in self.units(genotype, config))
+
+    def features(self, genotype: Genotype, config: ModelConfig, *, graph: bool = True, fill: bool = False
+                 ) -> dict[str, float]:
+        """The predictor's inputs: ``units_ms``, ``unit_nodes`` and (``graph``) the whole graph's features."""
+        row = {"units_ms": self.raw_ms(genotype, config, fill=fill), "unit_nodes": float(self.nodes(genotype, config))}
+        if graph:
+            from segfactory.benchmarks.lut.graph import graph_features
+
+            row.update(graph_features(genotype, config, self.input_size, self.graph_level))
+        return row
 
     def overhead(self) -> tuple[float, float, float]:
         oh = self.data.get("overhead") or {}
@@ -206,9 +254,16 @@ class Lut:
 
 
 def predict_latency(genotype: Genotype, config: ModelConfig, lut: Lut, *, fill: bool = False) -> float:
-    """Predicted latency (ms) of ``build_model(genotype, config)`` at the table's input size, batch 1:
-    ``intercept + scale * sum(unit ms) + per_node * nodes``."""
+    """Predicted latency (ms) of ``build_model(genotype, config)`` at the table's input size, batch 1: the
+    table's fitted predictor (predictor.py) or, in a table without one, ``intercept + scale * sum(unit ms) +
+    per_node * nodes``."""
     lut.check(config)
+    model = lut.data.get("predictor")
+    if model:
+        from segfactory.benchmarks.lut.predictor import GRAPH_FORMS, apply
+
+        row = lut.features(genotype, config, graph=model["form"] in GRAPH_FORMS, fill=fill)
+        return apply(model, [row])[0]
     a, b, c = lut.overhead()
     raw = lut.raw_ms(genotype, config, fill=fill)
     return a + b * raw + (c * lut.nodes(genotype, config) if c else 0.0)
@@ -238,7 +293,24 @@ def fit_overhead(lut: Lut, genotypes: Sequence[Genotype], measured_ms: Sequence[
 
 
 def fit_keys(lut: Lut) -> set[str]:
-    return set((lut.data.get("overhead") or {}).get("fit_keys", []))
+    """Every genotype key the table's numbers were fitted or chosen on (overhead, predictor, fit/selection sets)."""
+    keys = set((lut.data.get("overhead") or {}).get("fit_keys", []))
+    keys |= set((lut.data.get("predictor") or {}).get("fitted_on", []))
+    sets = lut.data.get("sets") or {}
+    for name in ("fit", "selection"):
+        if isinstance(sets.get(name), dict):
+            keys |= set(sets[name].get("keys", []))
+    keys |= {w.get("key", k) for k, w in (lut.data.get("whole") or {}).items() if w.get("set") in ("fit", "selection")}
+    return keys
+
+
+def assert_unseen(lut: Lut, named: Iterable[tuple[str, Genotype]], what: str = "evaluation") -> None:
+    """Raise :class:`RunError` if any of ``named`` was used to fit or choose the table's predictor (by key)."""
+    seen = fit_keys(lut)
+    overlap = [f"{name} ({g.key()})" for name, g in named if g.key() in seen]
+    if overlap:
+        raise RunError(f"{what} genotypes {', '.join(overlap[:5])} were used to fit or choose the predictor of "
+                       f"lookup table {lut.path or ''}: refusing to score them")
 
 
 def units_by_frequency(config: ModelConfig, input_size: tuple[int, int], *, samples: int = 2000, seed: int = 0

@@ -1,201 +1,289 @@
-"""How well does the lookup table predict latency on this CPU? (issue 5, "Measure and report")
+"""How well does the lookup-table predictor predict latency on this CPU? (issue 13, "Measure and report")
 
-For each thread count (default 1 and 2), at 360x480 with ONNX Runtime:
-  1. profile the lookup table (``segfactory profile``; resumed if the file exists) and fit its per-model
-     overhead on genotypes from a disjoint seed range;
-  2. measure, interleaved in groups, ``--count`` seeded random genotypes (seeds 0..count-1, never used for
-     fitting: checked) plus arch0 and arch1, and predict each from the table;
-  3. print the share within +-10% of measured, the MAPE and Kendall's tau;
-and measure arch0/arch1 against torchvision's LRASPP and DeepLabV3 (MobileNetV3-Large) with PyTorch eager and
-ONNX Runtime side by side, in one interleaved run.
+Four steps, each its own invocation (each resumable; ``--minutes`` bounds one invocation):
 
-    python benchmarks/latency_predictor.py --minutes 60                 # full run (resumable)
-    python benchmarks/latency_predictor.py --threads 1 --count 10 --minutes 10
+    profile     per thread count, the table at 360x480 in one continuous run: every unit (each bag beside a
+                reference unit; bags taken in the host's slow state measured again), then the fitting (24) and
+                selection (16) genotypes measured whole, the predictor fitted and its form chosen (lut.json)
+    evaluate    a different run: ``--count`` genotypes of seeds 0.. (never fitted or selected on: checked by key)
+                plus arch0 and arch1, measured with the protocol (groups interleaved beside an anchor, rounds
+                shuffled) and predicted from the table (the cost of one prediction is timed, caches cold)
+    report      share within +-10%, MAPE and Kendall's tau (90% bootstrap intervals) per thread count, beside the
+                floor (benchmarks/scripts/latency_floor.py), goals, a scatter plot; JSON + PNG in benchmarks/results/
+    references  arch0/arch1 against torchvision's LRASPP and DeepLabV3 on ONNX Runtime and torch, interleaved
 
-State lives in ``--workdir`` (tables, measured results); rerunning continues where it stopped. The result
-JSON (with the machine's description and load averages) is written there as ``latency_predictor.json``.
-Timings on a shared or busy host are disturbed: the load average is recorded for that reason.
+    python benchmarks/scripts/latency_predictor.py profile --threads 1,2      # ~20 min per thread count
+    python benchmarks/scripts/latency_predictor.py evaluate --threads 1,2     # ~5 min per thread count
+    python benchmarks/scripts/latency_predictor.py report
+
+Measured figures are reported twice: ``anchored`` (each genotype's ratio to the anchor timed in its group, times
+the anchor's time in the table: one scale with the profiling run) and ``raw`` (its median now). Never run this
+beside another timing (measuring-here.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import platform
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks import stats
-from segfactory.benchmarks.lut.table import fit_keys, predict_latency
-from segfactory.benchmarks.lut.profile import run_profile
+from segfactory.benchmarks.lut.check import figures
+from segfactory.benchmarks.lut.protocol import EVAL_SEEDS, measure_groups, seed_set
+from segfactory.benchmarks.lut.table import Lut, assert_unseen, predict_latency
 from segfactory.benchmarks.runners import cpu_description
 from segfactory.factory.config import ModelConfig
-from segfactory.factory.genotype import sample_genotype
+from segfactory.factory.errors import RunError
 from segfactory.factory.io import atomic_write_json, parse_size, read_json
 from segfactory.factory.zoo import resolve_arch
 
-GROUP = 9  # genotypes measured interleaved together (plus one anchor); the state is saved after each group
+GOALS = {1: {"within_10pct": 0.90, "kendall_tau": 0.95}, 2: {"within_10pct": 0.80, "kendall_tau": 0.90}}
 
 
 def machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    return {"cpu": cpu_description(), "platform": platform.platform(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-            "loadavg": list(os.getloadavg())}
+    return {"cpu": cpu_description(), "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__, "loadavg": list(os.getloadavg())}
 
 
-def evaluation_genotypes(count: int) -> list[tuple[str, Any]]:
-    """Seed i -> the first genotype of Random(i); then arch0 and arch1."""
-    out = [(f"seed{i}", sample_genotype(random.Random(i))) for i in range(count)]
-    return out + [("arch0", resolve_arch("arch0")), ("arch1", resolve_arch("arch1"))]
+def lut_path(args, threads: int) -> Path:
+    return args.workdir / f"lut_{args.input_size[0]}x{args.input_size[1]}_t{threads}.json"
 
 
-def evaluate(threads: int, args, state: dict, config: ModelConfig, deadline: float, save) -> dict[str, Any]:
-    from segfactory.benchmarks.lut.table import Lut
-    from segfactory.benchmarks.lut.units import model_units
-    from segfactory.benchmarks.models import measure_genotypes_ort
+def evaluation_set(count: int):
+    return seed_set(EVAL_SEEDS[0], EVAL_SEEDS[0] + count - 1) + [("arch0", resolve_arch("arch0")),
+                                                                   ("arch1", resolve_arch("arch1"))]
 
-    size = args.input_size
-    lut_path = args.workdir / f"lut_{size[0]}x{size[1]}_t{threads}.json"
-    minutes_left = max(0.1, (deadline - time.monotonic()) / 60)
-    if args.profile_minutes is not None:
-        minutes_left = min(minutes_left, args.profile_minutes)
-    summary = run_profile("cpu", config, size, lut_path, threads=threads, fit_models=args.fit_models,
-                          minutes=minutes_left, runs=args.runs, progress=not args.quiet)
-    lut = Lut.load(lut_path)
-    if lut.data.get("overhead") is None:
-        print(f"[{threads} thread(s)] no fitted overhead yet (time ran out); run again to resume", file=sys.stderr)
-        return {"threads": threads, "profile": summary, "complete": False}
-    if not summary["complete"]:
-        print(f"[{threads} thread(s)] the table is partial: evaluation genotypes' units are measured on demand",
-              file=sys.stderr)
-    fitted = fit_keys(lut)
-    todo = evaluation_genotypes(args.count)
-    overlap = [name for name, g in todo if g.key() in fitted]
-    if overlap:
-        raise SystemExit(f"evaluation genotypes {overlap} were used to fit the overhead: refusing to score them")
-    done = state.setdefault(f"t{threads}", {})
-    pending = [(n, g) for n, g in todo if n not in done]
-    for i in range(0, len(pending), GROUP):
-        if time.monotonic() > deadline:
-            print(f"[{threads} thread(s)] --minutes reached; run again to resume", file=sys.stderr)
-            break
-        group = pending[i:i + GROUP]
-        missing = lut.missing(u for _, g in group for u in model_units(g, config, size))
-        if missing:
-            lut.fill(missing, config, runs=args.runs)
-        results = measure_genotypes_ort([g for _, g in group], config, size, threads=threads, rounds=args.rounds,
-                                        min_seconds=args.min_seconds, seed=i)
-        for (name, g), res in zip(group, results):
-            done[name] = {"key": g.key(), "measured_ms": res["median_ms"],
-                          "round_min_ms": res["round_median_min_ms"], "round_max_ms": res["round_median_max_ms"],
-                          "predicted_ms": predict_latency(g, config, lut), "loadavg": os.getloadavg()[0]}
+
+def profile(args, config: ModelConfig, deadline: float) -> None:
+    from segfactory.benchmarks.lut.profile import run_profile
+
+    for threads in args.threads:
+        left = (deadline - time.monotonic()) / 60
+        if left <= 0:
+            print("--minutes reached; run the same command to resume", file=sys.stderr)
+            return
+        summary = run_profile("cpu", config, tuple(args.input_size), lut_path(args, threads), threads=threads,
+                              fit_models=args.fit_models, select_models=args.select_models, minutes=left,
+                              runs=args.runs, rounds=args.rounds, min_seconds=args.min_seconds,
+                              progress=not args.quiet)
+        print(json.dumps({k: summary[k] for k in ("out", "complete", "units_total", "units_measured_now",
+                                                  "predictor", "slow_state", "profile_seconds_total")}))
+
+
+def _ready(lut: Lut, path: Path) -> float:
+    """The epoch at which the table's last profiling run ended; refuses a table not ready to be evaluated."""
+    sessions = lut.data.get("profile", {}).get("sessions") or []
+    if not lut.data.get("predictor") or not sessions or not sessions[-1].get("complete"):
+        raise SystemExit(f"{path} is not complete with a fitted predictor: run the profile step first")
+    return max(s.get("ended_epoch", 0) for s in sessions)
+
+
+def evaluate(args, config: ModelConfig, state: dict, save, deadline: float) -> None:
+    from segfactory.benchmarks.lut.graph import clear_cache
+
+    named = evaluation_set(args.count)
+    for threads in args.threads:
+        path = lut_path(args, threads)
+        lut = Lut.load(path)
+        profiled = _ready(lut, path)
+        try:
+            assert_unseen(lut, named)  # nothing is fitted or chosen on evaluation genotypes (by key)
+        except RunError as e:
+            raise SystemExit(str(e)) from None
+        ev = state.setdefault(f"t{threads}", {"started": time.time(), "rows": {}, "machine": machine()})
+        if ev["started"] <= profiled:  # the evaluation is measured in a later run than the profiling
+            raise SystemExit(f"{path} was profiled again after this evaluation started: remove "
+                             f"{args.workdir / 'evaluation.json'} and evaluate again")
+        log = (lambda m, t=threads: print(f"[{t} thread(s)] {m}", file=sys.stderr))
+        if not measure_groups(named, config, lut.input_size, threads=threads, done=ev["rows"], save=save,
+                              rounds=args.rounds, min_seconds=args.min_seconds, deadline=deadline, log=log):
+            print("--minutes reached; run the same command to resume", file=sys.stderr)
+            return
+        for name, g in named:
+            row = ev["rows"][name]
+            if "predicted_ms" not in row:
+                clear_cache()  # the cost of predicting a genotype never seen before
+                lut.invalidate()
+                t = time.perf_counter()
+                row["predicted_ms"] = predict_latency(g, config, lut)
+                row["predict_s"] = time.perf_counter() - t
+        ev["ended"] = time.time()
         save()
-        print(f"[{threads} thread(s)] {len(done)}/{len(todo)} genotypes measured", file=sys.stderr)
-    names = [n for n, _ in todo if n in done]
-    measured = [done[n]["measured_ms"] for n in names]
-    predicted = [done[n]["predicted_ms"] for n in names]
-    out: dict[str, Any] = {"threads": threads, "lut": str(lut_path), "units_total": summary["units_total"],
-                           "units_in_table": len(lut.entries),
-                           "overhead": {k: lut.data["overhead"][k] for k in ("intercept_ms", "scale")},
-                           "fit_genotypes": len(fitted), "n": len(names), "complete": len(names) == len(todo)}
-    if len(names) >= 2:
-        out.update({"within_10pct": stats.share_within(measured, predicted, 0.10),
-                    "mape": stats.mape(measured, predicted), "kendall_tau": stats.kendall_tau(measured, predicted)})
-    out["rows"] = {n: done[n] for n in names}
-    return out
 
 
-def references(threads: int, args, config: ModelConfig) -> list[dict[str, Any]]:
-    """arch0, arch1 and the two torchvision references on torch and ORT, all interleaved in one run."""
-    import tempfile
+def _floor(path: Path, threads: int) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    return (read_json(path, "floor result").get("threads") or {}).get(str(threads))
 
-    from segfactory.benchmarks.harness import measure_interleaved
-    from segfactory.benchmarks.models import REFERENCES, ModelSpec, make_runner
 
-    specs = [ModelSpec("arch0", genotype=resolve_arch("arch0"), config=config),
-             ModelSpec("arch1", genotype=resolve_arch("arch1"), config=config)]
-    specs += [ModelSpec(r, reference=r, config=config) for r in REFERENCES]
-    with tempfile.TemporaryDirectory(prefix="segfactory-refs-") as tmp:
-        runners = []
-        for backend in ("ort", "torch"):
-            for s in specs:
-                runner = make_runner(s, backend, input_size=args.input_size, threads=threads, workdir=Path(tmp))
-                runner.name = f"{s.name} ({backend})"
-                runners.append(runner)
-        results = measure_interleaved(runners, rounds=args.rounds, min_seconds=args.min_seconds)
-    return [{k: r[k] for k in ("model", "backend", "threads", "median_ms", "round_median_min_ms",
-                               "round_median_max_ms", "ratio_to_first", "iterations")} for r in results]
+def _goal(threads: int, f: dict[str, Any], floor: dict[str, Any] | None) -> dict[str, Any]:
+    goal = dict(GOALS.get(threads, GOALS[2]))
+    if threads >= 2 and floor and floor["anchored"]["within_10pct"] < goal["within_10pct"]:
+        goal["within_10pct"] = floor["anchored"]["within_10pct"] - 0.05  # within 5 points of a lower floor
+    return {**goal, "met": f["within_10pct"] >= goal["within_10pct"] and f["kendall_tau"] >= goal["kendall_tau"]}
+
+
+def summarise(args, state: dict, threads: int) -> dict[str, Any] | None:
+    ev = state.get(f"t{threads}")
+    if not isinstance(ev, dict) or not ev.get("ended"):
+        return None
+    lut = Lut.load(lut_path(args, threads))
+    anchor_ms = (lut.data.get("anchor") or {}).get("ms")
+    rows = [dict(name=n, **r) for n, r in ev["rows"].items()]
+    for r in rows:
+        r["anchored_ms"] = r["ratio"] * anchor_ms if anchor_ms else r["ms"]
+    predicted = [r["predicted_ms"] for r in rows]
+    anchored = figures([r["anchored_ms"] for r in rows], predicted, boot=2000)
+    floor = _floor(args.floor, threads)
+    prof = lut.data.get("profile", {})
+    pred = lut.data["predictor"]
+    cost = sorted(r["predict_s"] for r in rows)
+    return {"threads": threads, "n": len(rows), "anchored": anchored,
+            "raw": figures([r["ms"] for r in rows], predicted, boot=2000),
+            "goal": _goal(threads, anchored, floor), "floor": floor and {k: floor[k] for k in ("n", "raw", "anchored")},
+            "predictor": {"form": pred["form"], "hyper": pred["hyper"], "fitted_on": len(pred["fitted_on"]),
+                          "selection": pred.get("selection")},
+            "table": {"path": str(lut.path), "units": len(lut.entries), "units_total": lut.data.get("units_total"),
+                      "profile_seconds_total": prof.get("seconds_total"), "units_seconds": prof.get("units_seconds"),
+                      "continuous": prof.get("continuous"), "slow_state": prof.get("slow_state"),
+                      "anchor_ms": anchor_ms},
+            "predict_s": {"median": cost[len(cost) // 2], "max": cost[-1]},
+            "evaluation_machine": ev.get("machine"), "rows": rows}
+
+
+def plot(results: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 5), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        m = [x["anchored_ms"] for x in r["rows"]]
+        p = [x["predicted_ms"] for x in r["rows"]]
+        lo, hi = 0.9 * min(m + p), 1.1 * max(m + p)
+        ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="0.88", label="+-10%")
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8)
+        ax.scatter(m, p, s=14)
+        for x in r["rows"]:
+            if x["name"] in ("arch0", "arch1"):
+                ax.annotate(x["name"], (x["anchored_ms"], x["predicted_ms"]), fontsize=8)
+        f = r["anchored"]
+        ax.set_title(f"{r['threads']} thread(s): {100 * f['within_10pct']:.0f}% within +-10%, "
+                     f"tau {f['kendall_tau']:.3f}", fontsize=10)
+        ax.set_xlabel("measured ms (anchored)")
+        ax.set_ylabel("predicted ms")
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
 
 
 def render(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    table = Table(title=f"LUT predictor vs measured, ONNX Runtime CPU, {report['input_size']} "
-                        f"({report['machine']['cpu']}, load {report['machine']['loadavg'][0]:.1f})")
-    for col in ("threads", "genotypes", "units", "within +-10%", "MAPE", "Kendall tau", "overhead ms", "scale"):
+    table = Table(title=f"LUT predictor vs measured, ONNX Runtime CPU, {report['input_size']}")
+    for col in ("threads", "n", "figures", "within +-10% (90% CI)", "MAPE", "Kendall tau (90% CI)", "floor +-10%",
+                "floor tau", "goal met", "form", "predict s"):
         table.add_column(col, justify="right")
     for e in report["evaluations"]:
-        if "within_10pct" in e:
-            table.add_row(str(e["threads"]), f"{e['n']}{'' if e['complete'] else ' (partial)'}",
-                          str(e["units_total"]), f"{100 * e['within_10pct']:.0f}%", f"{100 * e['mape']:.1f}%",
-                          f"{e['kendall_tau']:.3f}", f"{e['overhead']['intercept_ms']:.2f}",
-                          f"{e['overhead']['scale']:.3f}")
-    console.print(table)
-    for threads, rows in report.get("references", {}).items():
-        t = Table(title=f"arch0/arch1 vs torchvision references, {threads} thread(s), one interleaved run")
-        for col in ("model", "median ms", "rounds min-max ms", "ratio to arch0 (ort)"):
-            t.add_column(col, justify="right")
-        for r in rows:
-            t.add_row(r["model"], f"{r['median_ms']:.1f}", f"{r['round_median_min_ms']:.1f}-"
-                      f"{r['round_median_max_ms']:.1f}", f"{r['ratio_to_first']:.2f}")
-        console.print(t)
+        for label in ("anchored", "raw"):
+            f, fl = e[label], (e["floor"] or {}).get(label)
+            w, t = f.get("within_10pct_90", [0, 0]), f.get("kendall_tau_90", [0, 0])
+            table.add_row(str(e["threads"]), str(e["n"]), label,
+                          f"{100 * f['within_10pct']:.0f}% ({100 * w[0]:.0f}-{100 * w[1]:.0f})",
+                          f"{100 * f['mape']:.1f}%", f"{f['kendall_tau']:.3f} ({t[0]:.3f}-{t[1]:.3f})",
+                          f"{100 * fl['within_10pct']:.0f}%" if fl else "-", f"{fl['kendall_tau']:.3f}" if fl else "-",
+                          str(e["goal"]["met"]) if label == "anchored" else "", e["predictor"]["form"],
+                          f"{e['predict_s']['median']:.2f}")
+    Console(width=max(160, Console().width)).print(table)
+
+
+def report(args, state: dict) -> None:
+    results = [r for r in (summarise(args, state, t) for t in args.threads) if r]
+    if not results:
+        raise SystemExit("nothing evaluated yet: run the evaluate step first")
+    out = {"format": "segfactory.latency-predictor/2", "input_size": f"{args.input_size[0]}x{args.input_size[1]}",
+           "machine": machine(), "evaluations": results}
+    atomic_write_json(args.out, out)
+    plot(results, args.out.with_suffix(".png"))
+    render(out)
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}", file=sys.stderr)
+
+
+def references(args, config: ModelConfig) -> None:
+    """arch0, arch1 and the two torchvision references on torch and ORT, all interleaved in one run."""
+    import tempfile
+
+    from segfactory.benchmarks.harness import measure_interleaved
+    from segfactory.benchmarks.models import REFERENCES, ModelSpec, make_runner
+
+    specs = [ModelSpec(a, genotype=resolve_arch(a), config=config) for a in ("arch0", "arch1")]
+    specs += [ModelSpec(r, reference=r, config=config) for r in REFERENCES]
+    out = {}
+    for threads in args.threads:
+        with tempfile.TemporaryDirectory(prefix="segfactory-refs-") as tmp:
+            runners = []
+            for backend in ("ort", "torch"):
+                for s in specs:
+                    runner = make_runner(s, backend, input_size=tuple(args.input_size), threads=threads,
+                                         workdir=Path(tmp))
+                    runner.name = f"{s.name} ({backend})"
+                    runners.append(runner)
+            results = measure_interleaved(runners, rounds=args.rounds, min_seconds=args.min_seconds)
+        out[str(threads)] = [{k: r[k] for k in ("model", "backend", "threads", "median_ms", "round_median_min_ms",
+                                               "round_median_max_ms", "ratio_to_first", "iterations")}
+                             for r in results]
+    atomic_write_json(args.workdir / "references.json", {"machine": machine(), "references": out})
+    print(json.dumps(out, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("step", choices=["profile", "evaluate", "report", "references"])
+    p.add_argument("--threads", default=[1, 2], type=lambda s: [int(t) for t in s.split(",")],
+                   help="comma-separated thread counts (default 1,2)")
     p.add_argument("--input-size", default="360x480", type=lambda s: parse_size(s, "--input-size"))
-    p.add_argument("--count", type=int, default=50, help="random evaluation genotypes (seeds 0..count-1)")
-    p.add_argument("--fit-models", type=int, default=8, help="genotypes (disjoint seeds) to fit the overhead")
+    p.add_argument("--count", type=int, default=40, help="random evaluation genotypes (seeds 0..count-1)")
+    p.add_argument("--fit-models", type=int, default=24, help="fitting genotypes (their own seed range)")
+    p.add_argument("--select-models", type=int, default=16, help="selection genotypes (their own seed range)")
     p.add_argument("--minutes", type=float, default=120.0, help="stop after this long; rerun to resume")
-    p.add_argument("--profile-minutes", type=float, default=None,
-                   help="cap on profiling the whole table per thread count; the rest is filled on demand")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per model per group")
     p.add_argument("--runs", type=int, default=15, help="profiled runs per bag of units")
     p.add_argument("--workdir", type=Path, default=Path("benchmarks/results/latency_predictor"))
-    p.add_argument("--skip-references", action="store_true")
+    p.add_argument("--floor", type=Path, default=Path("benchmarks/results/latency_floor.json"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_predictor.json"))
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     deadline = time.monotonic() + args.minutes * 60
     args.workdir.mkdir(parents=True, exist_ok=True)
-    state_path = args.workdir / "state.json"
-    state = read_json(state_path, "state file") if state_path.exists() else {}
     config = ModelConfig.create()  # the released configuration: agg 64, sep_repeats 2, TF-SAME encoder
-    report: dict[str, Any] = {"format": "segfactory.latency-predictor/1", "machine": machine(),
-                              "input_size": f"{args.input_size[0]}x{args.input_size[1]}",
-                              "config": {k: getattr(config, k) for k in ("num_classes", "agg_size", "sep_repeats",
-                                                                         "encoder_padding")},
-                              "evaluations": [], "references": {}}
+    state_path = args.workdir / "evaluation.json"
+    state = read_json(state_path, "evaluation state") if state_path.exists() else {}
+    settings = {"input_size": list(args.input_size), "count": args.count}
+    if state.setdefault("settings", settings) != settings:
+        raise SystemExit(f"{state_path} holds an evaluation with {state['settings']}, not {settings}: repeat those "
+                         "settings or choose another --workdir")
 
     def save() -> None:
         atomic_write_json(state_path, state)
 
-    for threads in (int(t) for t in args.threads.split(",")):
-        report["evaluations"].append(evaluate(threads, args, state, config, deadline, save))
-        if not args.skip_references and time.monotonic() < deadline:
-            report["references"][str(threads)] = references(threads, args, config)
-    report["machine"]["loadavg_end"] = list(os.getloadavg())
-    atomic_write_json(args.workdir / "latency_predictor.json", report)
-    render(report)
+    if args.step == "profile":
+        profile(args, config, deadline)
+    elif args.step == "evaluate":
+        evaluate(args, config, state, save, deadline)
+    elif args.step == "report":
+        report(args, state)
+    else:
+        references(args, config)
 
 
 if __name__ == "__main__":

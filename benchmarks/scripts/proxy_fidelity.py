@@ -1,151 +1,259 @@
-"""Proxy fidelity: does the search's proxy score rank architectures as a longer training does?
+"""Proxy fidelity: does the search's proxy score rank architectures as a longer training does? (issue 11)
 
-    python benchmarks/proxy_fidelity.py --minutes 120 [--data camvid:PATH] [--count 10] [--out runs/proxy_fidelity]
+    python benchmarks/scripts/fidelity_truth.py --minutes 300                  # ground truth, once (resumable)
+    python benchmarks/scripts/proxy_fidelity.py score --preset cpu-full --minutes 60 [--set eval|tune]
+    python benchmarks/scripts/proxy_fidelity.py latency                        # the 14 beside arch0 (quiet host)
+    python benchmarks/scripts/proxy_fidelity.py report [--publish]
 
-For ``--count`` genotypes (arch0, arch1 and seeded random ones), it takes
-1. the proxy score: ``segfactory search --strategy list`` with the ``--preset`` (default cpu-small), i.e. exactly
-   the score a search computes, on the held-out frames of the train split, early stopping off;
-2. the val mIoU after a longer training: ``segfactory train`` (released configuration, ``--epochs``), then
-   ``segfactory eval --split val --json``;
-and reports Kendall's tau between them (the proxy is only as good as this figure), plus Spearman's rho.
-Everything goes through the command line (benchmarks may not import the search package). Resumable: finished
-trainings are skipped, an interrupted one continues with ``--resume``; ``--minutes`` bounds this invocation.
-Writes OUT/proxy_fidelity.json with the machine description and prints a table.
+``score`` proxy-trains every genotype of a set with the preset's schedule exactly as a search does
+(``segfactory.search.proxy.train_candidate``, early stopping off), with two candidate seeds each on ONE prepared
+ProxyData (the same held-out frames and stage-1 cache), and appends one line per (genotype, seed) to
+OUT/scores-LABEL.jsonl (resumable: done pairs are skipped; ``--minutes`` bounds this invocation). The ``eval`` set
+is the ground truth's 14 genotypes (arch0, arch1, ``arch sample`` seeds 200-211); the ``tune`` set is seeds 100-111
+(a genotype over the preset's multiply-add limit is replaced by the next seed's), for tuning a preset without
+looking at the 14. The same script runs against an older checkout of the package (PYTHONPATH) to score its proxy
+("before the fixes"), since it only uses ProxyData.prepare and train_candidate.
+
+``latency`` measures the 14 deployed models (agg 64, sep 2, 360x480, ONNX Runtime, 1 thread) interleaved with
+arch0, for the "genotypes faster than arch0" subset. ``report`` computes, per label, Kendall's tau (with a
+bootstrap 90% interval over genotypes) and Spearman's rho between the mean proxy score and val mIoU, the same per
+seed, tau between the two seeds, and tau among the genotypes faster than arch0; prints a table and writes
+OUT/proxy_fidelity.json and OUT/proxy_fidelity.png (``--publish``: also benchmarks/results/).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
+import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.stats import kendall_tau
+from _common import default_data, machine
 
-FORMAT = "segfactory.bench-proxy-fidelity/1"
-
-
-def default_data() -> str:
-    shared = Path(os.environ.get("SEGFACTORY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    return f"camvid:{shared / 'data' / 'camvid'}"
+FORMAT = "segfactory.bench-proxy-fidelity/2"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+TUNE_SEEDS = range(100, 112)
 
 
-def cli(*args: str, capture: bool = True) -> str:
-    r = subprocess.run([sys.executable, "-m", "segfactory.factory.cli", *args], text=True, capture_output=capture, check=False)
-    if r.returncode != 0:
-        raise SystemExit(f"segfactory {' '.join(args[:2])} failed: {(r.stderr or '').strip()[-600:]}")
-    return r.stdout
+def eval_set() -> list[tuple[str, Any]]:
+    from fidelity_truth import genotypes
+
+    return genotypes()
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        for k, i in enumerate(order):
-            r[i] = float(k)
-        return r
+def tune_set(settings, config) -> list[tuple[str, Any]]:
+    from segfactory.factory.cost import model_cost
+    from segfactory.factory.genotype import sample_genotype
 
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / var if var else float("nan")
+    out, seed = [], TUNE_SEEDS.start
+    while len(out) < len(TUNE_SEEDS):
+        g = sample_genotype(random.Random(seed))
+        limit = getattr(settings, "max_proxy_macs", None)
+        if limit is None or model_cost(g, config, settings.crop).macs <= limit:
+            out.append((f"seed{seed}", g))
+        seed += 1
+    return out
 
 
-def machine() -> dict[str, Any]:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+
+
+def score(args) -> None:
     import torch
-    from segfactory.benchmarks.runners import cpu_description
+    from segfactory.factory.config import ModelConfig
+    from segfactory.factory.datasets import open_dataset
+    from segfactory.search.presets import PRESETS
+    from segfactory.search.proxy import ProxyData, train_candidate
 
-    return {"cpu": cpu_description(), "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "torch": torch.__version__}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    deadline = time.monotonic() + 60 * args.minutes
+    settings = PRESETS[args.preset]
+    if args.set_:
+        settings = settings.with_(**json.loads(args.set_))
+    dataset = open_dataset(args.data, "train")
+    config = ModelConfig.create(dataset.num_classes, 48, 1, "bundled", tuple(dataset.class_names))
+    todo = eval_set() if args.which == "eval" else tune_set(settings, config)
+    label = args.label or f"{args.preset}-{args.which}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"scores-{label}.jsonl"
+    done = {(r["name"], r["seed"]) for r in _read_jsonl(path)}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    pending = [(name, g, s) for name, g in todo for s in seeds if (name, s) not in done]
+    if not pending:
+        print(f"{label}: all {len(todo) * len(seeds)} scores are done")
+        return
+    t0 = time.monotonic()
+    data = ProxyData.prepare(dataset, config, settings, seed=0)  # one held-out set and cache for every candidate
+    print(f"{label}: prepared in {time.monotonic() - t0:.0f} s; {len(pending)} candidates to score", flush=True)
+    for name, g, s in pending:
+        if time.monotonic() > deadline:
+            print(f"out of time; rerun to continue ({len(pending)} left at most)")
+            return
+        t, c = time.monotonic(), time.process_time()
+        r = train_candidate(g, data, seed=1000 + s)
+        row = {"label": label, "preset": args.preset, "name": name, "key": g.key(), "seed": s, "status": r.status,
+               "reason": r.reason, "score": r.score, "miou": r.miou, "steps": r.steps,
+               "wall_s": time.monotonic() - t, "cpu_s": time.process_time() - c, "settings": settings.to_dict()}
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"  {name:8s} seed {s}: {r.status} score {r.score if r.score is None else round(r.score, 4)} "
+              f"({row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} CPU-s)", flush=True)
+
+
+def latency(args) -> None:
+    from segfactory.benchmarks.harness import measure_interleaved
+    from segfactory.benchmarks.models import ModelSpec, make_runner
+    from segfactory.factory.config import ModelConfig
+
+    import tempfile
+    from contextlib import ExitStack
+
+    config = ModelConfig.create(11, 64, 2, "bundled")
+    genotypes = eval_set()
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        runners = [stack.enter_context(make_runner(ModelSpec(name, genotype=g, config=config), "ort",
+                                                   input_size=(360, 480), threads=1, workdir=Path(tmp)))
+                   for name, g in genotypes]  # arch0 first: ratios are to it
+        res = measure_interleaved(runners, rounds=args.rounds, min_seconds=args.seconds)
+    rows = [{"name": name, "key": g.key(), "median_ms": r["median_ms"], "ratio_to_arch0": r["ratio_to_first"],
+             "round_median_min_ms": r["round_median_min_ms"], "round_median_max_ms": r["round_median_max_ms"]}
+            for (name, g), r in zip(genotypes, res)]
+    from segfactory.factory.io import atomic_write_json
+
+    atomic_write_json(Path(args.out) / "latency.json", {"machine": machine(), "threads": 1, "input_size": [360, 480],
+                                                        "rows": rows})
+    for row in rows:
+        print(f"{row['name']:8s} {row['median_ms']:7.1f} ms  x{row['ratio_to_arch0']:.2f} arch0")
+
+
+def _tau_ci(x: list[float], y: list[float], seed: int = 0, n: int = 2000) -> tuple[float, float, float]:
+    """Kendall's tau-b and a bootstrap 90% interval (genotypes resampled with replacement)."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    tau = float(kendalltau(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    xs, ys, taus = np.asarray(x), np.asarray(y), []
+    for _ in range(n):
+        idx = rng.integers(0, len(xs), len(xs))
+        if len(set(idx)) > 2:
+            t = kendalltau(xs[idx], ys[idx]).statistic
+            if t == t:  # not NaN
+                taus.append(t)
+    return tau, float(np.percentile(taus, 5)), float(np.percentile(taus, 95))
+
+
+def _label_stats(rows: list[dict[str, Any]], truth: dict[str, float], faster: set[str]) -> dict[str, Any]:
+    from scipy.stats import kendalltau, spearmanr
+
+    by_name: dict[str, dict[int, float | None]] = {}
+    for r in rows:
+        by_name.setdefault(r["name"], {})[r["seed"]] = r["score"]
+    seeds = sorted({r["seed"] for r in rows})
+    names = [n for n in truth if n in by_name and all(by_name[n].get(s) is not None for s in seeds)]
+    mean = [sum(by_name[n][s] for s in seeds) / len(seeds) for n in names]
+    miou = [truth[n] for n in names]
+    out: dict[str, Any] = {"genotypes": len(names), "missing_or_failed": sorted(set(truth) - set(names)),
+                           "seeds": seeds, "scores": {n: [by_name[n][s] for s in seeds] for n in names}}
+    if len(names) >= 3:
+        out["tau"], out["tau_lo90"], out["tau_hi90"] = _tau_ci(mean, miou)
+        out["rho"] = float(spearmanr(mean, miou).statistic)
+        out["tau_per_seed"] = {s: float(kendalltau([by_name[n][s] for n in names], miou).statistic) for s in seeds}
+        if len(seeds) >= 2:
+            a, b = [by_name[n][seeds[0]] for n in names], [by_name[n][seeds[1]] for n in names]
+            out["tau_seed_to_seed"], out["tau_seed_lo90"], out["tau_seed_hi90"] = _tau_ci(a, b)
+        fast = [i for i, n in enumerate(names) if n in faster]
+        if len(fast) >= 3:
+            out["tau_faster_than_arch0"] = float(kendalltau([mean[i] for i in fast], [miou[i] for i in fast]).statistic)
+            out["faster_than_arch0"] = len(fast)
+    return out
+
+
+def report(args) -> None:
+    from segfactory.factory.io import atomic_write_json
+
+    out = Path(args.out)
+    truth_doc = json.loads((out / "truth.json").read_text())
+    truth = {r["name"]: r["val_miou"] for r in truth_doc["rows"]}
+    lat_path = out / "latency.json"
+    faster = set()
+    if lat_path.is_file():
+        faster = {r["name"] for r in json.loads(lat_path.read_text())["rows"] if r["ratio_to_arch0"] < 1.0}
+    labels = {}
+    for path in sorted(out.glob("scores-*.jsonl")):
+        rows = [r for r in _read_jsonl(path) if r["name"] in truth]
+        if rows:
+            labels[path.stem[len("scores-"):]] = _label_stats(rows, truth, faster)
+    doc = {"format": FORMAT, "machine": machine(), "truth": {"recipe": truth_doc["recipe"], "complete":
+           truth_doc["complete"], "val_miou": truth}, "faster_than_arch0": sorted(faster), "labels": labels}
+    atomic_write_json(out / "proxy_fidelity.json", doc)
+    _plot(labels, truth, out / "proxy_fidelity.png")
+    print(f"{'label':<28} {'n':>3} {'tau (90% CI)':>22} {'rho':>6} {'seed-seed tau':>14} {'tau fast':>9}")
+    for label, st in labels.items():
+        if "tau" not in st:
+            continue
+        fast = st.get("tau_faster_than_arch0")
+        print(f"{label:<28} {st['genotypes']:>3} {st['tau']:>6.3f} ({st['tau_lo90']:+.2f}..{st['tau_hi90']:+.2f})"
+              f" {st['rho']:>6.3f} {st.get('tau_seed_to_seed', float('nan')):>14.3f}"
+              f" {fast if fast is None else round(fast, 3)!s:>9}")
+    if args.publish:
+        atomic_write_json(RESULTS / "proxy_fidelity.json", doc)
+        import shutil
+
+        shutil.copyfile(out / "proxy_fidelity.png", RESULTS / "proxy_fidelity.png")
+
+
+def _plot(labels: dict[str, Any], truth: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.2 * max(1, len(labels)), 4), squeeze=False)
+    for ax, (label, st) in zip(axes[0], labels.items()):
+        for name, scores in st["scores"].items():
+            for s in scores:
+                ax.scatter(s, truth[name], s=12, color="tab:blue", alpha=0.6)
+            ax.annotate(name.replace("seed", "s"), (sum(scores) / len(scores), truth[name]), fontsize=6)
+        tau = st.get("tau")
+        ax.set_title(f"{label}\ntau {tau:.2f}" if tau is not None else label, fontsize=9)
+        ax.set_xlabel("proxy score (each seed)")
+        ax.set_ylabel("val mIoU after 8 epochs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, required=True, help="Wall-clock bound of this invocation.")
-    parser.add_argument("--data", default=default_data())
-    parser.add_argument("--out", default="runs/proxy_fidelity")
-    parser.add_argument("--count", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", default="cpu-small")
-    parser.add_argument("--epochs", type=int, default=8, help="Epochs of the longer training.")
-    parser.add_argument("--crop", default="256x256")
-    parser.add_argument("--threads", type=int, default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("score")
+    p.add_argument("--preset", default="cpu-full")
+    p.add_argument("--set", dest="which", choices=["eval", "tune"], default="eval")
+    p.add_argument("--proxy-set", dest="set_", default=None, help="JSON object of proxy settings to override.")
+    p.add_argument("--label", default=None, help="Name of this variant [PRESET-SET].")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--minutes", type=float, required=True)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data", default=default_data())
+    p = sub.add_parser("latency")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=3.0, help="Timed seconds per model over all rounds.")
+    p = sub.add_parser("report")
+    p.add_argument("--publish", action="store_true")
+    for p in sub.choices.values():
+        p.add_argument("--out", default="runs/fidelity")
     args = parser.parse_args(argv)
-
-    from segfactory.factory.genotype import Genotype
-    from segfactory.factory.io import atomic_write_json
-    from segfactory.factory.zoo import ZOO
-
-    deadline = time.monotonic() + 60 * args.minutes
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    glist = out / "genotypes.txt"
-    if not glist.is_file():
-        sampled = cli("arch", "sample", "--seed", str(args.seed), "--count", str(max(0, args.count - 2)))
-        lines = [ZOO["arch0"].to_json(), ZOO["arch1"].to_json(), *sampled.strip().splitlines()]
-        glist.write_text("\n".join(lines[: args.count]) + "\n")
-    genotypes = [json.loads(line) for line in glist.read_text().splitlines() if line.strip()]
-    env_threads = ["--threads", str(args.threads)] if args.threads else []
-
-    # 1. proxy scores, exactly as a search computes them
-    search_dir = out / "proxy"
-    search_args = ["search", "--out", str(search_dir), "--data", args.data, "--strategy", "list", "--genotypes",
-                   str(glist), "--budget", str(len(genotypes)), "--preset", args.preset, "--device", "cpu",
-                   "--no-early-stopping", "--latency-weight", "0", "--seed", str(args.seed), "-q", *env_threads]
-    if (search_dir / "run.json").is_file():
-        search_args.append("--resume")
-    print(f"proxy scores of {len(genotypes)} genotypes ({args.preset})", flush=True)
-    cli(*search_args)
-    proxy = {}
-    for line in (search_dir / "trials.jsonl").read_text().splitlines():
-        t = json.loads(line)
-        proxy[t["key"]] = t
-
-    # 2. longer trainings
-    rows = []
-    for i, g in enumerate(genotypes):
-        key = Genotype.from_dict(g).key()
-        d = out / f"train-{i:02d}"
-        gfile = out / f"genotype-{i:02d}.json"
-        gfile.write_text(json.dumps(g) + "\n")
-        metrics_file = d / "eval.json"
-        if not metrics_file.is_file():
-            if time.monotonic() > deadline:
-                print(f"  out of time before genotype {i}; rerun to continue", flush=True)
-                break
-            print(f"  training genotype {i} for {args.epochs} epochs", flush=True)
-            train = ["train", "--arch", str(gfile), "--data", args.data, "--epochs", str(args.epochs), "--out", str(d),
-                     "--crop", args.crop, "--device", "cpu", "--seed", str(args.seed), "-q"]
-            if (d / "last.pt").is_file():
-                train.append("--resume")
-            cli(*train)
-            metrics_file.write_text(cli("eval", "--checkpoint", str(d / "model.pt"), "--data", args.data,
-                                        "--split", "val", "--json"))
-        ev = json.loads(metrics_file.read_text())
-        t = proxy.get(key)
-        rows.append({"index": i, "key": key, "proxy_score": t.get("score") if t else None,
-                     "proxy_status": t.get("status") if t else None, "val_miou": ev["miou"], "val_score": ev["score"]})
-    pairs = [(r["proxy_score"], r["val_miou"]) for r in rows if r["proxy_score"] is not None]
-    tau = kendall_tau(*map(list, zip(*pairs))) if len(pairs) >= 3 else None
-    rho = spearman(*map(list, zip(*pairs))) if len(pairs) >= 3 else None
-    result = {"format": FORMAT, "machine": machine(), "data": args.data, "preset": args.preset,
-              "epochs": args.epochs, "rows": rows, "kendall_tau": tau, "spearman_rho": rho,
-              "complete": len(rows) == len(genotypes)}
-    atomic_write_json(out / "proxy_fidelity.json", result)
-    print(f"\n{'#':>2} {'key':<13} {'proxy score':>11} {'val mIoU':>9}")
-    for r in rows:
-        ps = f"{r['proxy_score']:.4f}" if r["proxy_score"] is not None else "-"
-        print(f"{r['index']:>2} {r['key']:<13} {ps:>11} {r['val_miou']:>9.4f}")
-    print(f"\nKendall tau {tau if tau is None else round(tau, 3)}, Spearman rho "
-          f"{rho if rho is None else round(rho, 3)} over {len(pairs)} genotypes"
-          + ("" if result["complete"] else " (incomplete: rerun to continue)"))
+    {"score": score, "latency": latency, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

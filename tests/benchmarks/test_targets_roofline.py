@@ -144,3 +144,19 @@ def test_cpu_target_measures_tiny_model():
     res = t.latency(sample_genotype(random.Random(1)), CFG.with_(sep_repeats=1), (64, 64))
     assert res.source == "measured" and res.ms > 0 and res.detail["threads"] == 1
     assert res.detail["backend"] == "ort"
+
+
+def test_estimate_warning_quotes_the_out_of_sample_figure_of_the_results_file():
+    """benchmarks/scripts/fit_roofline.py --out-of-sample wrote these ratios; the warning must quote them."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "roofline_oos.json"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (run benchmarks/scripts/fit_roofline.py --out-of-sample)")
+    lomo = json.loads(path.read_text())["leave_one_model_out"]["summary"]
+    lo, hi = lomo["min_ratio"], lomo["max_ratio"]
+    dw_lo, dw_hi = lomo["not_computable_ranges"]["mobilenet_v2"]
+    assert f"x{lo:.2f}-x{hi:.2f}" in roofline.OUT_OF_SAMPLE
+    assert f"x{dw_lo:.2f}-x{dw_hi:.2f}" in roofline.OUT_OF_SAMPLE
+    assert roofline.OUT_OF_SAMPLE in roofline.WARNING and "out of sample" in roofline.WARNING

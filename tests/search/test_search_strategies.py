@@ -171,8 +171,41 @@ def test_heldout_split_is_contiguous_blocks_of_sorted_frames():
 
     names = [f"seq{v}_{i:04d}" for v in "abc" for i in range(30)]
     shuffled = names[::-1]  # the order of the dataset does not matter, the names do
-    train, held = heldout_split(shuffled, 0.1, 3)
+    sequences = [n.split("_")[0] for n in shuffled]
+    train, held = heldout_split(shuffled, sequences, 0.1, 1, gap=0)
     held_names = sorted(shuffled[i] for i in held)
     assert len(held) == 9 and not set(train) & set(held) and len(train) + len(held) == 90
-    # three runs of three consecutive frames, one at the end of each third
+    # one run of three consecutive frames at the end of each recording
     assert held_names == [f"seq{v}_{i:04d}" for v in "abc" for i in (27, 28, 29)]
+    # a gap of one frame before each run is used by neither side (near copies of the held-out frames)
+    train, held = heldout_split(shuffled, sequences, 0.1, 1, gap=1)
+    assert len(train) == 90 - 9 - 3 and not {shuffled[i] for i in train} & {f"seq{v}_0026" for v in "abc"}
+
+
+def test_heldout_frames_and_cache_come_from_every_recording():
+    """Issue 11: the held-out frames cover every recording in several blocks, and the stage-1 cache is a seeded
+    random sample of the whole training part (it was the first frames by name: one CamVid video)."""
+    import numpy as np
+    from segfactory.factory.config import ModelConfig
+    from segfactory.search.presets import PRESETS
+    from segfactory.search.proxy_data import ProxyData
+
+    class Frames:  # three recordings of different lengths, in name order A, B, C
+        spec, num_classes, ignore_index, class_names = "camvid:synthetic", 3, 255, ("a", "b", "c")
+        names = [f"{v}_{i:04d}" for v, n in (("A", 12), ("B", 20), ("C", 40)) for i in range(n)]
+
+        def __len__(self):
+            return len(self.names)
+
+        def __getitem__(self, i):
+            mask = np.zeros((32, 32), np.int64)
+            mask[:, 16:] = 1 + i % 2
+            return (mask[..., None] * 60 + 30).repeat(3, 2).astype(np.uint8), mask
+
+    settings = PRESETS["test"].with_(crop=(32, 32), val_long_side=None, cache_size=12, val_fraction=0.25,
+                                     val_blocks=2, val_gap=1)
+    data = ProxyData.prepare(Frames(), ModelConfig.create(3, 48, 1, "none"), settings, seed=0)
+    held = data.heldout_names
+    assert {n[0] for n in held} == {"A", "B", "C"} and len(held) == 18
+    assert {n[0] for n in data.cache_sources} == {"A", "B", "C"}  # the first 12 by name would all be A
+    assert len(set(data.cache_sources)) == 12 and not set(data.cache_sources) & set(held)

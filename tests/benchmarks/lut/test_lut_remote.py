@@ -19,7 +19,8 @@ from segfactory.factory.genotype import sample_genotype
 
 SIZE = (32, 32)
 TOKEN = "lut-remote-test-token"
-QUICK = {"iterations": 3, "warmup_ms": 0.0, "duration_s": 0.01, "fit_duration_s": 0.05, "progress": False}
+QUICK = {"iterations": 3, "warmup_ms": 0.0, "duration_s": 0.01, "fit_duration_s": 0.05, "progress": False,
+         "select_models": 0}
 
 
 @pytest.fixture(scope="module")

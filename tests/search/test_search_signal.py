@@ -1,0 +1,103 @@
+"""What the strategy hears and what a trial records (issue 11): failures taught as reward 0, repeats of a network
+not retrained nor counted, and latency on the cpu target measured beside arch0 in the same rounds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from segfactory.factory.genotype import Genotype
+from segfactory.factory.zoo import ZOO
+from segfactory.search.loop import run_search
+from segfactory.search.options import SearchOptions
+
+TINY = dict(data="camvid-mini", preset="test", encoder_weights="none", threads=1, input_size=(64, 64), seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _camvid_mini():
+    from segfactory.factory.datasets import camvid_mini_path
+    from segfactory.factory.errors import InputError
+
+    try:
+        camvid_mini_path()
+    except InputError as e:
+        pytest.skip(str(e))
+
+
+def _trials(d):
+    return [json.loads(line) for line in (d / "trials.jsonl").read_text().splitlines()]
+
+
+def _relabelled(g: Genotype) -> Genotype:
+    """The same network with its templates renumbered (and so a different genotype as written)."""
+    d = g.to_dict()
+    d["templates"] = [d["templates"][1], d["templates"][0], d["templates"][2]]
+    for layer in d["layers"]:
+        layer[2] = {0: 1, 1: 0}.get(layer[2], layer[2])
+    return Genotype.from_dict(d)
+
+
+def test_unused_or_renumbered_templates_share_the_key():
+    g = ZOO["arch1"]
+    unused = sorted(set(range(3)) - {layer.template for layer in g.layers})
+    d = g.to_dict()
+    if unused:
+        d["templates"][unused[0]] = ["skip_connect", "global_average_pool", "cat"]
+    changed = Genotype.from_dict(d)
+    assert changed.key() == g.key() and _relabelled(g).key() == g.key() and _relabelled(g) != g
+    one_template = Genotype.from_dict({**g.to_dict(), "layers": [[*layer[:2], 0, *layer[3:]]
+                                                                 for layer in g.to_dict()["layers"]]})
+    d = one_template.to_dict()
+    d["templates"][1] = ["skip_connect", "skip_connect", "cat"]  # unused: same network, same key
+    assert Genotype.from_dict(d).key() == one_template.key() and Genotype.from_dict(d) != one_template
+    from segfactory.factory.config import ModelConfig
+    from segfactory.factory.model import build_model
+
+    config = ModelConfig.create(11, 8, 1, "none")
+    torch.manual_seed(0)
+    a = build_model(g, config, load_weights=False).state_dict()
+    torch.manual_seed(0)
+    b = build_model(_relabelled(g), config, load_weights=False).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical networks
+
+
+def test_repeats_are_recorded_not_retrained_not_counted(tmp_path):
+    genotypes = [ZOO["arch0"].to_dict(), _relabelled(ZOO["arch0"]).to_dict(), ZOO["arch1"].to_dict()]
+    summary = run_search(SearchOptions(out=str(tmp_path / "r"), strategy="list", genotypes=genotypes, budget=2,
+                                       target="jetson-orin-nano", **TINY))
+    trials = _trials(tmp_path / "r")
+    assert [t["status"] for t in trials] == ["ok", "repeat", "ok"] or trials[0]["status"] == "early-stopped"
+    repeat = trials[1]
+    assert repeat["repeat_of"] == 0 and repeat["key"] == trials[0]["key"] and repeat["score"] == trials[0]["score"]
+    assert "steps" not in repeat  # nothing was trained for it
+    assert summary["trained"] == 2 and summary["counts"]["repeat"] == 1
+
+
+def test_failed_candidates_reach_the_strategy_with_reward_zero(tmp_path):
+    """A time-limited candidate is failed (never early-stopped with a partial score) and the strategy is told 0."""
+    out = tmp_path / "f"
+    run_search(SearchOptions(out=str(out), strategy="evolution", budget=2, target="jetson-orin-nano",
+                             proxy={"time_limit_s": 1e-6}, **TINY))
+    trials = _trials(out)
+    assert [t["status"] for t in trials] == ["failed", "failed"]
+    assert all("time limit" in t["reason"] and t["score"] is None and t["reward"] is None for t in trials)
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert [r for _, r in state["strategy"]["population"]] == [0.0, 0.0]
+
+
+def test_cpu_latency_is_measured_beside_arch0(tmp_path):
+    genotypes = [ZOO["arch1"].to_dict(), ZOO["arch0"].to_dict()]
+    run_search(SearchOptions(out=str(tmp_path / "c"), strategy="list", genotypes=genotypes, budget=2,
+                             target="cpu", **TINY))
+    run = json.loads((tmp_path / "c" / "run.json").read_text())
+    ref_ms = run["reference"]["latency_ms"]
+    trials = [t for t in _trials(tmp_path / "c") if t["status"] in ("ok", "early-stopped", "failed")]
+    assert len(trials) == 2
+    for t in trials:
+        assert t["latency_source"] == "measured"
+        assert t["latency_raw_ms"] > 0 and t["latency_reference_ms"] > 0
+        assert t["latency_ms"] == pytest.approx(t["latency_ratio"] * ref_ms)
+    arch0 = trials[1]
+    assert arch0["latency_ratio"] == pytest.approx(1.0, rel=0.25)  # arch0 beside arch0
