@@ -45,17 +45,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default=default_data())
     parser.add_argument("--out", default="runs/fidelity")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (TF32 off: the same FP32 arithmetic).")
+    parser.add_argument("--only", default=None, help="Train only these names (comma-separated).")
     parser.add_argument("--publish", action="store_true", help="Also write benchmarks/results/fidelity_truth.json.")
     args = parser.parse_args(argv)
 
     from segfactory.factory.io import atomic_write_json
     from segfactory.factory.training import TrainConfig, train
 
+    if args.device == "cuda":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     deadline = time.monotonic() + 60 * args.minutes
     out = Path(args.out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     rows = []
+    only = set(args.only.split(",")) if args.only else None
     for name, g in genotypes():
+        if only is not None and name not in only:
+            continue
         run = out / "truth" / name
         metrics = run / "metrics.json"
         done = metrics.is_file() and json.loads(metrics.read_text()).get("epochs_done") == RECIPE["epochs"]
@@ -65,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                 break
             run.mkdir(parents=True, exist_ok=True)
             (run / "genotype.json").write_text(g.to_json() + "\n")
-            cfg = TrainConfig(arch=str(run / "genotype.json"), data=args.data, workers=args.workers, **RECIPE)
+            cfg = TrainConfig(arch=str(run / "genotype.json"), data=args.data, workers=args.workers,
+                              device=args.device, **RECIPE)
             print(f"training {name} ({g.key()}) for {RECIPE['epochs']} epochs", flush=True)
             t0 = time.monotonic()
             train(cfg, run, resume=(run / "last.pt").is_file(), progress=False)
@@ -73,10 +84,12 @@ def main(argv: list[str] | None = None) -> None:
         doc = json.loads(metrics.read_text())
         final = doc["final"]
         rows.append({"name": name, "key": g.key(), "genotype": g.to_dict(), "val_miou": final["miou"],
-                     "val_score": final["score"], "train_s": sum(h["train_s"] for h in doc["history"])})
-    result = {"format": FORMAT, "machine": machine(), "data": args.data,
+                     "val_score": final["score"], "train_s": sum(h["train_s"] for h in doc["history"]),
+                     "device": doc["train_config"].get("device", "cpu"),
+                     "loss_per_epoch": [h["loss"] for h in doc["history"]]})
+    result = {"format": FORMAT, "machine": machine(), "data": args.data, "device": args.device,
               "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()},
-              "rows": rows, "complete": len(rows) == len(genotypes())}
+              "rows": rows, "complete": len(rows) == len(genotypes()) and only is None}
     atomic_write_json(out / "truth.json", result)
     if args.publish:
         atomic_write_json(Path(__file__).resolve().parents[1] / "results" / "fidelity_truth.json", result)
