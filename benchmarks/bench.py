@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.benchmarks.harness import FORMAT, measure_interleaved
-from segfactory.benchmarks.models import REFERENCES, ModelSpec, make_runner, torch_module
+from segfactory.benchmarks.models import ModelSpec, make_runner, reference_names, torch_module
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError
 
@@ -41,7 +41,7 @@ def resolve_specs(models: Sequence[str], archs: Sequence[str], checkpoints: Sequ
         specs.append(ModelSpec(Path(c).name, genotype=getattr(model, "genotype", None),
                                config=getattr(model, "config", config), module=model))
     if reference:
-        specs += [ModelSpec(r, reference=r, config=config) for r in REFERENCES]
+        specs += [ModelSpec(r, reference=r, config=config) for r in reference_names()]
     if not specs:
         raise InputError("nothing to benchmark: give MODEL files, --arch, --checkpoint or --reference")
     names = [s.name for s in specs]

@@ -15,50 +15,41 @@ from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype
 from segfactory.factory.registry import Registry
 
-REFERENCES = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large")
-
-
 @dataclass
 class ModelSpec:
-    """One model to time: exactly one of ``path`` (ONNX/engine), ``genotype`` (+config) or ``reference``."""
+    """One model to time: exactly one of ``path`` (ONNX/engine), ``genotype`` (+config: a genotype or a reference
+    model, see factory.reference) or ``reference`` (a reference model's name)."""
 
     name: str
     path: Path | None = None
-    genotype: Genotype | None = None
+    genotype: Any = None  # Genotype | Reference
     config: ModelConfig | None = None
     reference: str | None = None
     module: Any = None  # a loaded torch module (checkpoints)
 
+    def __post_init__(self) -> None:
+        if self.reference is not None and self.genotype is None:
+            from segfactory.factory.reference import Reference
 
-def reference_model(name: str, num_classes: int = 21):
-    """torchvision's reference (weights=None, weights_backbone=None), returning logits (not the dict)."""
-    from torch import nn
-    from torchvision.models import segmentation
+            self.genotype = Reference(self.reference)
 
-    if name not in REFERENCES:
-        raise InputError(f"reference model {name!r} is not one of {', '.join(REFERENCES)}")
-    net = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=num_classes)
 
-    class Logits(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
+def reference_names() -> list[str]:
+    """torchvision's reference segmentation models (factory.reference.REFERENCES)."""
+    from segfactory.factory.reference import REFERENCES
 
-        def forward(self, x):
-            return self.net(x)["out"]
-
-    return Logits().eval()
+    return REFERENCES.names()
 
 
 def torch_module(spec: ModelSpec):
     if spec.module is not None:
         return spec.module
     if spec.genotype is not None:
-        from segfactory.factory.model import build_model
+        from segfactory.factory.config import ModelConfig
+        from segfactory.factory.model import build_model, config_for
 
-        return build_model(spec.genotype, spec.config, load_weights=False).eval()
-    if spec.reference is not None:
-        return reference_model(spec.reference, spec.config.num_classes if spec.config else 21)
+        config = config_for(spec.genotype, spec.config or ModelConfig.create())
+        return build_model(spec.genotype, config, load_weights=False).eval()
     raise InputError(f"{spec.name}: an ONNX file or engine cannot run on the torch backend")
 
 
@@ -68,16 +59,6 @@ def export_to(spec: ModelSpec, directory: Path, input_size: tuple[int, int], bat
         return spec.path
     module = torch_module(spec)
     path = directory / f"{_safe(spec.name)}.onnx"
-    if spec.reference is not None:
-        import warnings
-
-        import torch
-
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.randn(batch, 3, *input_size),), str(path), input_names=["image"],
-                              output_names=["logits"], opset_version=17, dynamo=False)
-        return path
     from segfactory.export.onnx import export_onnx
 
     return export_onnx(module, path, input_size=input_size, dynamic_batch=batch != 1)

@@ -130,7 +130,7 @@ class CpuTarget(LutMixin, Target):
         if self.lut is not None:
             return self._from_lut(genotype, config, input_size, batch)
         ref = self.reference
-        if ref is not None and batch == 1 and ref[1].key() == config.key() and ref[2] == tuple(input_size):
+        if ref is not None and batch == 1 and ref[2] == tuple(input_size):
             return self._interleaved(genotype, config, input_size)
         from segfactory.benchmarks.harness import measure
         from segfactory.benchmarks.runners import OrtRunner
@@ -144,9 +144,9 @@ class CpuTarget(LutMixin, Target):
         from segfactory.benchmarks.harness import measure_interleaved
         from segfactory.benchmarks.runners import OrtRunner
 
-        ref_genotype, _, _, ref_ms = self.reference
+        ref_genotype, ref_config, _, ref_ms = self.reference  # the reference in its own configuration
         if self._reference_onnx is None:
-            self._reference_onnx = _export_bytes(ref_genotype, config, input_size, 1)
+            self._reference_onnx = _export_bytes(ref_genotype, ref_config, input_size, 1)
         shape = (1, 3, *input_size)
         with OrtRunner(self._reference_onnx, input_shape=shape, threads=self.threads, name="reference") as r, \
                 OrtRunner(_export_bytes(genotype, config, input_size, 1), input_shape=shape, threads=self.threads,

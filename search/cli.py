@@ -37,23 +37,32 @@ class _Option(click.Option):
 class _SectionedGroup(click.Group):
     """--help lists the options in sections (SearchOptions' groups), then the subcommands."""
 
+    first_groups: tuple[str, ...] = ()  # sections listed before SearchOptions' (segfactory build's own)
+
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None:
                 sections.setdefault(getattr(param, "help_group", OTHER), []).append(record)
-        for name in (*GROUPS, OTHER):
+        for name in (*self.first_groups, *GROUPS, OTHER):
             if name in sections:
                 with formatter.section(name):
                     formatter.write_dl(sections[name])
         self.format_commands(ctx, formatter)
 
 
-def search_options(f):
-    """One click option per SearchOptions field, and one per ``proxy`` entry that has its own flag."""
+def search_options(f=None, *, exclude: tuple[str, ...] = ()):
+    """One click option per SearchOptions field (but ``exclude``), and one per ``proxy`` entry with its own flag.
+
+    Usable bare (``@search_options``) or with arguments (``@search_options(exclude=("out",))``: segfactory build).
+    """
+    if f is None:
+        return lambda g: search_options(g, exclude=exclude)
     options = []
     for fld, opt in declared():
+        if fld.name in exclude:
+            continue
         for part in opt.parts:
             options.append(click.option(part.flag, part.dest, type=part.type, default=None, help=part.help,
                                         callback=parse_size_option if part.size else None, cls=_Option,
@@ -67,16 +76,19 @@ def search_options(f):
             default = cli_default(fld)
             kw.update(default=default, show_default=default is not None,
                       callback=parse_size_option if opt.size else None)
-        options.append(click.option(opt.flag, fld.name, **kw))
+        options.append(click.option(opt.flag, *opt.aliases, fld.name, **kw))
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def options_from_cli(ctx: click.Context, kw: dict) -> tuple[SearchOptions, set[str]]:
-    """SearchOptions from the parsed flags (taking them out of ``kw``), and the fields the user gave."""
+def options_from_cli(ctx: click.Context, kw: dict, exclude: tuple[str, ...] = ()) -> tuple[SearchOptions, set[str]]:
+    """SearchOptions from the parsed flags (taking them out of ``kw``), and the fields the user gave; fields in
+    ``exclude`` (not on this command line) keep their defaults."""
     values, given = {}, set()
     for fld, opt in declared():
+        if fld.name in exclude:
+            continue
         value = kw.pop(fld.name)
         explicit = ctx.get_parameter_source(fld.name) in EXPLICIT
         if opt.read is not None:
@@ -137,15 +149,18 @@ def search(ctx: click.Context, **kw) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--max-params", type=click.IntRange(min=1), default=None)
+@click.option("--max-latency-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Latency at most R x arch0 (measured beside it on the cpu target).")
 @click.option("--out", default=None, help="Write the pick as a best.json here.")
 @json_option
 @version
-def pick_cmd(run_dir: str, max_latency_ms: float | None, max_params: int | None, out: str | None,
-             as_json: bool) -> None:
+def pick_cmd(run_dir: str, max_latency_ms: float | None, max_params: int | None, max_latency_ratio: float | None,
+             out: str | None, as_json: bool) -> None:
     """The best candidate of search RUN_DIR under your limits, as a best.json."""
     from segfactory.search.pick import pick
 
-    best = pick(run_dir, max_latency_ms=max_latency_ms, max_params=max_params, out=out)
+    best = pick(run_dir, max_latency_ms=max_latency_ms, max_params=max_params, out=out,
+                max_latency_ratio=max_latency_ratio)
     if as_json or out is None:
         click.echo(json.dumps(best, indent=None if as_json else 2))
     else:

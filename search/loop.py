@@ -64,6 +64,7 @@ class Search:
         self.consecutive_rejections = 0
         self.consecutive_repeats = 0
         self.started = time.monotonic()
+        self.spent_s = 0.0  # wall time of earlier parts of this search (state.pt)
         self.trained_times: list[float] = []
 
     def _pg_settings(self):
@@ -85,6 +86,7 @@ class Search:
         state = _load_state(self.ctx.out)
         done = {int(t["index"]): t for t in trials}
         if state is not None:
+            self.spent_s = float(state.get("elapsed_s", 0.0))
             self.strategy.load_state_dict(state["strategy"])
             self.stopper.load_state_dict(state["stopper"])
             self.next_index = int(state["next_index"])
@@ -129,7 +131,11 @@ class Search:
         self.strategy.tell(proposal, reward)
 
     def _save(self) -> None:
-        _save_state(self.ctx.out, self.strategy, self.stopper, self.next_index, self.pending)
+        _save_state(self.ctx.out, self.strategy, self.stopper, self.next_index, self.pending, self.elapsed_s())
+
+    def elapsed_s(self) -> float:
+        """Wall time of this search over every resumed part (--minutes counts it)."""
+        return self.spent_s + time.monotonic() - self.started
 
     # -- one candidate ----------------------------------------------------------------------------------------
     def _next_job(self) -> CandidateJob:
@@ -288,7 +294,7 @@ class Search:
 
     def _out_of_time(self) -> bool:
         m = self.ctx.options.max_minutes
-        return m is not None and time.monotonic() - self.started > 60 * m
+        return m is not None and self.elapsed_s() > 60 * m
 
     def eta(self) -> float | None:
         left = self.ctx.options.budget - trained_count(self.store.trials)

@@ -70,6 +70,7 @@ class Opt:
     show: Callable[[Any], str] | None = None  # the field's value as the command line writes it
     multiple: bool = False
     metavar: str | None = None
+    aliases: tuple[str, ...] = ()  # other spellings of the flag
     parts: tuple[ProxyFlag, ...] = ()  # flags that set entries of this (dict) field
 
 
@@ -260,9 +261,11 @@ class SearchOptions:
         help="GPUs per candidate on Ray (fractions share a GPU) [default: 1 if the search runs on CUDA, else 0].")
     cpus_per_trial: float = opt(1.0, flag="--cpus-per-trial", type=_POSITIVE, group=EXECUTOR, resume=RUNTIME,
                                 help="CPUs per candidate on Ray (also its torch threads).")
-    max_minutes: float | None = opt(None, flag="--max-minutes", type=_POSITIVE, resume=RUNTIME,
-                                    help="Start no new candidate after this many minutes (the run can be resumed "
-                                         "later).")
+    max_minutes: float | None = opt(None, flag="--minutes", aliases=("--max-minutes",), type=_POSITIVE,
+                                    resume=RUNTIME,
+                                    help="Wall-time budget counted over every resumed part of the search: no new "
+                                         "candidate starts after it (--max-minutes, its old per-process name, is an "
+                                         "alias).")
     verify_every: int | None = opt(None, flag="--verify-every", type=click.IntRange(min=1), group=DATA,
                                    resume=RUNTIME,
                                    help="jetson-* with --lut and --device-url: also measure every Nth predicted "

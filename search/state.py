@@ -15,12 +15,14 @@ from segfactory.search.early_stop import EarlyStopper
 STATE_FORMAT = "segfactory.search-state/1"
 
 
-def save_state(out: Path, strategy, stopper: EarlyStopper, next_index: int, pending: dict[int, dict]) -> None:
+def save_state(out: Path, strategy, stopper: EarlyStopper, next_index: int, pending: dict[int, dict],
+               elapsed_s: float = 0.0) -> None:
+    """``elapsed_s``: the search's wall time over every part so far (what --minutes counts)."""
     import torch
     from segfactory.factory.io import atomic_write
 
     state = {"format": STATE_FORMAT, "strategy": strategy.state_dict(), "stopper": stopper.state_dict(),
-             "next_index": next_index, "pending": {str(k): v for k, v in pending.items()}}
+             "next_index": next_index, "pending": {str(k): v for k, v in pending.items()}, "elapsed_s": elapsed_s}
     atomic_write(out / "state.pt", lambda p: torch.save(state, p))
     if getattr(strategy, "name", "") == "ppo":
         atomic_write(out / "controller.pt", lambda p: torch.save(

@@ -88,11 +88,13 @@ def trained_count(trials: list[dict[str, Any]]) -> int:
 
 
 def best_trial(trials: list[dict[str, Any]], max_latency_ms: float | None = None,
-               max_params: float | None = None) -> dict[str, Any] | None:
+               max_params: float | None = None, max_latency_ratio: float | None = None) -> dict[str, Any] | None:
     """The status-ok trial with the highest reward within the limits (ties: the earliest)."""
     ok = [t for t in trials if t.get("status") == "ok" and t.get("reward") is not None]
     if max_latency_ms is not None:
         ok = [t for t in ok if t.get("latency_ms") is not None and t["latency_ms"] <= max_latency_ms]
+    if max_latency_ratio is not None:
+        ok = [t for t in ok if t.get("latency_ratio") is not None and t["latency_ratio"] <= max_latency_ratio]
     if max_params is not None:
         ok = [t for t in ok if t.get("params") is not None and t["params"] <= max_params]
     if not ok:

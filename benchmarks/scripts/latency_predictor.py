@@ -223,10 +223,10 @@ def references(args, config: ModelConfig) -> None:
     import tempfile
 
     from segfactory.benchmarks.harness import measure_interleaved
-    from segfactory.benchmarks.models import REFERENCES, ModelSpec, make_runner
+    from segfactory.benchmarks.models import reference_names, ModelSpec, make_runner
 
     specs = [ModelSpec(a, genotype=resolve_arch(a), config=config) for a in ("arch0", "arch1")]
-    specs += [ModelSpec(r, reference=r, config=config) for r in REFERENCES]
+    specs += [ModelSpec(r, reference=r, config=config) for r in reference_names()]
     out = {}
     for threads in args.threads:
         with tempfile.TemporaryDirectory(prefix="segfactory-refs-") as tmp:

@@ -52,7 +52,7 @@ def test_renamed_flags_land_in_their_fields(tmp_path):
 
 def test_runtime_knobs_are_the_declared_ones():
     assert runtime_flags() == ["--budget", "--threads", "--executor", "--ray-address", "--workers",
-                               "--gpus-per-trial", "--cpus-per-trial", "--max-minutes", "--verify-every"]
+                               "--gpus-per-trial", "--cpus-per-trial", "--minutes", "--verify-every"]
     assert {f.name for f, o in declared() if o.resume == RUNTIME} == {
         "budget", "threads", "executor", "ray_address", "workers", "gpus_per_trial", "cpus_per_trial",
         "max_minutes", "verify_every"}
