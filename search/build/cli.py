@@ -1,0 +1,123 @@
+"""``segfactory build``: a thin command over :func:`segfactory.search.build.run.run_build`.
+
+Its flags are the search's (built from SearchOptions' declarations, so every search option works here) and the
+build's own: budgets, precisions, baselines, recipes, resume.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from segfactory.factory.commands.options import json_option, quiet_option, version
+from segfactory.search.cli import _Option, _SectionedGroup, options_from_cli, search_options
+
+EXCLUDED = ("out", "max_minutes")  # the build's --out is the build's; --search-minutes is its search budget
+BUILD = "Build"
+
+
+def _parse_set(items: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` recipe overrides (values as JSON; HxW for crop)."""
+    from dataclasses import fields
+
+    from segfactory.factory.training.recipes import Recipe
+
+    known = {f.name for f in fields(Recipe)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}",
+                                     param_hint="--train-set")
+        if key == "crop" and "x" in value:
+            h, _, w = value.partition("x")
+            out[key] = (int(h), int(w))
+            continue
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a JSON value", param_hint="--train-set") from None
+    return out
+
+
+def _build_option(*args, **kw):
+    return click.option(*args, cls=_Option, help_group=BUILD, **kw)
+
+
+class _BuildCommand(click.Command):
+    """--help in sections: the build's own options first, then the search's."""
+
+    first_groups = (BUILD,)
+    format_options = _SectionedGroup.format_options
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        pass  # no subcommands
+
+
+@click.command("build", cls=_BuildCommand)
+@_build_option("--out", required=True, type=click.Path(file_okay=False),
+               help="The build directory (empty, or a build to --resume).")
+@_build_option("--search-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+               help="Search budget in wall minutes, over every resumed part [default: --budget candidates].")
+@_build_option("--train-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+               help="Training budget per model and recipe, in wall minutes, validation included.")
+@_build_option("--epochs", type=click.IntRange(min=1), default=None,
+               help="Or epochs per model and recipe [default: 30].")
+@_build_option("--precision", "precisions", default="fp32,int8", show_default=True,
+               help="Exported precisions, comma-separated: fp32, fp16, int8 (fp32 always).")
+@_build_option("--from-search", type=click.Path(file_okay=False), default=None,
+               help="Use this finished search instead of searching.")
+@_build_option("--baselines", is_flag=True,
+               help="Also train arch0 and LR-ASPP (from scratch) with the same data, minutes and recipes.")
+@_build_option("--recipes", default="adamw-poly,adam-poly", show_default=True,
+               help="Training recipes, comma-separated: every model is trained with each and keeps its better one "
+                    "on val.")
+@_build_option("--train-set", multiple=True, metavar="KEY=VALUE",
+               help="A recipe setting for every training, e.g. crop=128x128 (repeatable).")
+@_build_option("--val-every", type=click.IntRange(min=0), default=None,
+               help="Validate every N-th epoch while training [1 with --epochs, 2 with --train-minutes].")
+@_build_option("--train-threads", type=click.IntRange(1, 256), default=None,
+               help="Torch threads while training [torch's default].")
+@_build_option("--train-workers", type=click.IntRange(0, 64), default=1, show_default=True,
+               help="Loader processes while training.")
+@_build_option("--resume", is_flag=True, help="Continue the build in --out at its first unfinished stage.")
+@search_options(exclude=EXCLUDED)
+@json_option
+@quiet_option
+@version
+@click.pass_context
+def build(ctx: click.Context, out: str, search_minutes, train_minutes, epochs, precisions: str, from_search,
+          baselines: bool, recipes: str, train_set, val_every, train_threads, train_workers, resume: bool,
+          as_json: bool, quiet: bool, **kw) -> None:
+    """From a dataset to a deployable, verified model: search, pick, train, export, check, evaluate, bench, report.
+
+    Writes DIR/model.onnx and DIR/model.int8.onnx (with their model cards), DIR/report.md and DIR/report.html.
+    """
+    from segfactory.search.build.options import BuildOptions
+    from segfactory.search.build.run import BuildView, run_build
+
+    search, _ = options_from_cli(ctx, kw, exclude=EXCLUDED)
+    options = BuildOptions(out=out, search=search, search_minutes=search_minutes, train_minutes=train_minutes,
+                           epochs=epochs, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
+                           from_search=from_search, baselines=baselines,
+                           recipes=tuple(r.strip() for r in recipes.split(",") if r.strip()),
+                           train_set=_parse_set(train_set), val_every=val_every, train_threads=train_threads,
+                           workers=train_workers)
+    view = BuildView(enabled=not (quiet or as_json))
+    result = run_build(options, resume=resume, view=view)
+    if as_json:
+        click.echo(json.dumps(result))
+    elif not quiet:
+        _render(result)
+
+
+def _render(result: dict) -> None:
+    m = result["model"]
+    lines = [f"built {result['out']}: " + ", ".join(
+        f"{p} val mIoU {100 * v['miou']:.1f}% ({v['latency_ms']:.1f} ms) -> {v['file']}" for p, v in m.items()
+        if v.get("latency_ms") is not None)]
+    for name, by_precision in result["baselines"].items():
+        lines.append(f"  {name}: " + ", ".join(f"{p} {100 * v:.1f}%" for p, v in by_precision.items()))
+    lines.append(f"report: {result['out']}/{result['report']['markdown']} and {result['report']['html']}")
+    click.echo("\n".join(lines), err=True)

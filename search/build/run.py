@@ -1,0 +1,112 @@
+"""``run_build``: the pipeline, stage after stage, with one live progress view (stage, its progress, time left)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from segfactory.search.build.options import BuildOptions
+from segfactory.search.build.state import STAGES, BuildState, open_build
+
+
+def _stage_functions() -> dict[str, Callable[[BuildState, Any], dict[str, Any]]]:
+    from segfactory.search.build.deploy import stage_bench, stage_check, stage_evaluate, stage_export
+    from segfactory.search.build.report import write_report
+    from segfactory.search.build.stages import stage_pick, stage_search, stage_train
+
+    return {"search": stage_search, "pick": stage_pick, "train": stage_train, "export": stage_export,
+            "check": stage_check, "evaluate": stage_evaluate, "bench": stage_bench,
+            "report": lambda state, progress: write_report(state)}
+
+
+def run_build(options: BuildOptions, *, resume: bool = False, view: BuildView | None = None) -> dict[str, Any]:
+    """Run (or resume) a build; returns its summary (every stage's result, the deliverables)."""
+    state = open_build(options, resume)
+    view = view or BuildView(enabled=False)
+    functions = _stage_functions()
+    view.start(state)
+    try:
+        for stage in STAGES:
+            if state.done(stage):
+                view.skip(stage)
+                continue
+            view.begin(stage)
+            t0 = time.monotonic()
+            result = functions[stage](state, view.event)
+            state.finish(stage, result, time.monotonic() - t0)
+            view.end(stage)
+    finally:
+        view.close()
+    return summary(state)
+
+
+def summary(state: BuildState) -> dict[str, Any]:
+    st = state.stages
+    model = {p: v for p, v in st["evaluate"].get("model", {}).items()}
+    bench = st["bench"]["results"]
+    return {"out": str(state.out), "pick": st["pick"], "check": st["check"],
+            "model": {p: {"miou": m["miou"], "latency_ms": (bench.get(f"model {p}") or {}).get("median_ms"),
+                          "file": st["export"]["model"][p]["file"]} for p, m in model.items()},
+            "baselines": {n: {p: m["miou"] for p, m in v.items()} for n, v in st["evaluate"].items()
+                          if n not in ("model", "class_names")},
+            "report": st["report"]}
+
+
+class BuildView:
+    """One rich live view on stderr: the stages (done, running, to do), the running stage's progress and time
+    left; silent when disabled (``--quiet``, ``--json``)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.progress = None
+        self.tasks: dict[str, Any] = {}
+        self.current = ""
+
+    def start(self, state: BuildState) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description:<9}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self.progress.start()
+        for stage in STAGES:
+            self.tasks[stage] = self.progress.add_task(stage, total=1.0, info="", start=False)
+
+    def skip(self, stage: str) -> None:
+        if self.progress:
+            self.progress.update(self.tasks[stage], completed=1.0, info="done earlier")
+
+    def begin(self, stage: str) -> None:
+        self.current = stage
+        if self.progress:
+            self.progress.start_task(self.tasks[stage])
+
+    def end(self, stage: str) -> None:
+        if self.progress:
+            self.progress.update(self.tasks[stage], completed=1.0, info="done")
+
+    def event(self, e: dict[str, Any]) -> None:
+        """Progress of the running stage: search events, training events, status lines."""
+        if not self.progress:
+            return
+        task, kind = self.tasks[self.current], e.get("kind")
+        if kind == "status":
+            self.progress.update(task, info=e["message"][:70])
+        elif kind == "trial":
+            budget = e.get("budget") or 1
+            best = e.get("best")
+            self.progress.update(task, completed=min(1.0, e["trained"] / budget),
+                                 info=f"{e['trained']} trained" + (f", best score {best['score']:.3f}" if best else ""))
+        elif kind == "train-start":
+            self.job = (e["job"], e["jobs"])
+            self.progress.update(task, info=f"{e['name']} / {e['recipe']} ({e['job'] + 1}/{e['jobs']})")
+        elif kind in ("step", "epoch") and hasattr(self, "job"):
+            i, n = self.job
+            self.progress.update(task, completed=(i + e["fraction"]) / n)
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.stop()

@@ -1,0 +1,91 @@
+"""The build directory and ``build.json``: the options, and each stage's result once it is done.
+
+``build.json`` is rewritten atomically after every stage, so a killed build resumes at the first stage it lacks;
+inside a stage, the unit in progress (a search candidate, a training epoch, one export) is all a kill loses.
+A non-empty directory without ``build.json`` is refused, as is ``--resume`` where there is no build, and a resume
+that asks for other settings than the build was started with (only the runtime knobs may change).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segfactory.factory.errors import InputError
+from segfactory.search.build.options import RUNTIME_FIELDS, BuildOptions
+
+FORMAT = "segfactory.build/1"
+STAGES = ("search", "pick", "train", "export", "check", "evaluate", "bench", "report")
+SEARCH_RUNTIME = ("budget", "max_minutes", "threads", "executor", "ray_address", "workers", "gpus_per_trial",
+                  "cpus_per_trial", "verify_every", "out")
+
+
+@dataclass
+class BuildState:
+    out: Path
+    options: BuildOptions
+    stages: dict[str, Any] = field(default_factory=dict)  # stage -> its result (when done)
+    created: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds it took (this part)
+
+    @property
+    def path(self) -> Path:
+        return self.out / "build.json"
+
+    def done(self, stage: str) -> bool:
+        return stage in self.stages
+
+    def finish(self, stage: str, result: Any, seconds: float = 0.0) -> None:
+        from segfactory.factory.io import atomic_write_json
+
+        self.stages[stage] = result
+        self.seconds[stage] = round(seconds, 1)
+        atomic_write_json(self.path, self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "created": self.created, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "options": self.options.to_dict(), "stages": self.stages, "seconds": self.seconds}
+
+
+def open_build(options: BuildOptions, resume: bool) -> BuildState:
+    """The build in ``options.out``: a new one (the directory must be empty) or, with ``resume``, the one there."""
+    from segfactory.factory.io import atomic_write_json, check_writable, read_json
+
+    out = Path(options.out)
+    check_writable(out, "--out", folder=True)
+    path = out / "build.json"
+    if resume:
+        if not path.is_file():
+            raise InputError(f"--resume: {out} holds no build to resume (no build.json)")
+        doc = read_json(path, "build file")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise InputError(f"{path} is not a {FORMAT} file")
+        saved = BuildOptions.from_dict(doc["options"])
+        _check_same(saved, options, out)
+        for name in RUNTIME_FIELDS:
+            setattr(saved, name, getattr(options, name))
+        for name in SEARCH_RUNTIME:
+            setattr(saved.search, name, getattr(options.search, name))
+        return BuildState(out, saved, dict(doc["stages"]), doc.get("created", ""), dict(doc.get("seconds", {})))
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} is not an empty directory: pass --resume to continue the build there, "
+                         "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    state = BuildState(out, options, {}, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    atomic_write_json(path, state.to_dict())
+    return state
+
+
+def _check_same(saved: BuildOptions, asked: BuildOptions, out: Path) -> None:
+    """Refuse a resume whose settings change the results, naming the setting and both values."""
+    import json
+
+    a, b = (json.loads(json.dumps(x.to_dict())) for x in (saved, asked))  # tuples and lists alike
+    changes = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in RUNTIME_FIELDS + ("search",) and a[k] != b[k]]
+    sa, sb = a["search"], b["search"]
+    changes += [f"{k}: {sa[k]!r} -> {sb[k]!r}" for k in sa if k not in SEARCH_RUNTIME and sa.get(k) != sb.get(k)]
+    if changes:
+        raise InputError(f"--resume: {out} was built with other settings ({'; '.join(changes[:4])}); repeat the "
+                         "original command (only --budget, --search-minutes, threads and workers may change)")
