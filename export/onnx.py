@@ -207,10 +207,13 @@ def simplify_onnx(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     onnxslim's own shape inference is off: it mis-folds the shape arithmetic of TF-'SAME' padding (outputs
     off by ~0.1 at every size tried, onnxslim 0.1.98). As a guard against such bugs the simplified graph must
-    reproduce the exported one on a random input, or the exported graph is kept as it is.
+    reproduce the exported one on a random input, or the exported graph is kept as it is. Where onnxslim is not
+    installed (a requirement, but an environment may lack it) the exported graph is kept, too.
     """
-    import onnxslim
-
+    try:
+        import onnxslim
+    except ImportError:
+        return proto
     try:
         slim = onnxslim.slim(proto, no_shape_infer=True)
     except Exception:  # noqa: BLE001 - simplification is an optimisation: keep the exported graph
