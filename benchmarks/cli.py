@@ -6,7 +6,6 @@ import json
 
 import click
 from segfactory.benchmarks.agent.options import device_agent_options
-from segfactory.factory.memory import BOUNDS_HELP
 from segfactory.factory.commands.options import (
     config_from_options,
     input_size_option,
@@ -15,6 +14,7 @@ from segfactory.factory.commands.options import (
     quiet_option,
     version,
 )
+from segfactory.factory.memory import BOUNDS_HELP
 
 TARGETS_HELP = ("cpu | cuda | jetson-orin-nano | jetson-orin-nx | jetson-agx-orin | jetson-orin "
                 "(= jetson-orin-nano)")

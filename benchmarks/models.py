@@ -15,6 +15,7 @@ from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype
 from segfactory.factory.registry import Registry
 
+
 @dataclass
 class ModelSpec:
     """One model to time: exactly one of ``path`` (ONNX/engine), ``genotype`` (+config: a genotype or a reference

@@ -128,7 +128,7 @@ def _check_memory(model, options: ExportOptions) -> None:
     h, w = options.input_size
     from segfactory.factory.model import build_model
 
-    build = lambda: build_model(model.arch, model.config, load_weights=False)  # noqa: E731 - same architecture
+    build = lambda: build_model(model.arch, model.config, load_weights=False)
     # the torch model and ONNX Runtime both run parity batches at the export size
     need = 2 * inference_bytes(build, (h, w), BATCH)
     check_fits(need, "cpu", f"exporting at {h}x{w}", "lower --input-size")

@@ -101,12 +101,7 @@ def make_card(
     config, genotype = model.config, model.genotype
     cost = model_cost(model.arch, config, input_size)
     names = list(config.class_names) or list(class_names or ()) or [f"class_{i}" for i in range(config.num_classes)]
-    if input_dtype == "uint8":
-        normalisation = {"in_graph": True, "input": "uint8 RGB 0..255, NCHW", "mean": list(config.mean),
-                         "std": list(config.std), "formula": "(x / 255 - mean) / std, inside the graph"}
-    else:
-        normalisation = {"in_graph": False, "input": "float32 RGB, NCHW, normalised by the caller",
-                         "mean": list(config.mean), "std": list(config.std), "formula": "(x / 255 - mean) / std"}
+    normalisation = _normalisation(config, input_dtype)
     card: dict[str, Any] = {
         "format": FORMAT,
         "artefact": {"file": name or artefact.name, "format": artefact_format, "bytes": artefact.stat().st_size,
@@ -139,6 +134,15 @@ def make_card(
     if extra:
         card.update(extra)
     return card
+
+
+def _normalisation(config, input_dtype: str) -> dict[str, Any]:
+    """How the graph's input is normalised: inside the graph (uint8 input) or by the caller (float input)."""
+    if input_dtype == "uint8":
+        return {"in_graph": True, "input": "uint8 RGB 0..255, NCHW", "mean": list(config.mean),
+                "std": list(config.std), "formula": "(x / 255 - mean) / std, inside the graph"}
+    return {"in_graph": False, "input": "float32 RGB, NCHW, normalised by the caller", "mean": list(config.mean),
+            "std": list(config.std), "formula": "(x / 255 - mean) / std"}
 
 
 def _versions(segfactory_version: str) -> dict[str, str | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from segfactory.export.api import FORMATS, PRECISIONS, ExportOptions
 from segfactory.factory.commands.options import (
     MODEL_CONFIG_PARAMS,
     config_from_options,
@@ -17,6 +18,12 @@ from segfactory.factory.commands.options import (
 )
 from segfactory.factory.memory import BOUNDS_HELP
 
+
+def _default(name: str):
+    """ExportOptions' default for field ``name``: the library's and the command line's are one."""
+    return ExportOptions.__dataclass_fields__[name].default
+
+
 SPEC_HELP = "Real images for parity, calibration and mIoU: camvid:PATH, cityscapes:PATH, folder:PATH or camvid-mini " \
             "[default: camvid-mini where the repository has it]."
 
@@ -25,23 +32,23 @@ SPEC_HELP = "Real images for parity, calibration and mIoU: camvid:PATH, cityscap
 @click.option("--checkpoint", type=click.Path(dir_okay=True), default=None,
               help="A trained model: DIR/model.pt (or the run DIR).")
 @click.option("--arch", default=None, help="Or an untrained architecture: zoo name, genotype JSON or best.json.")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=_default("fmt"), show_default=True,
               help="ONNX file or TensorRT engine.")
 @input_size_option(default=None, help="Input size HxW of the exported graph, e.g. 360x480 (required; 8..8192 "
                                       f"per side). {BOUNDS_HELP}")
 @model_config_options
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=_default("precision"), show_default=True,
               help="fp16: the graph in FP16; int8: Q/DQ calibrated on --data (TensorRT's explicit quantisation).")
 @click.option("--dynamic-batch", is_flag=True, help="A symbolic batch dimension.")
-@click.option("--opset", type=click.IntRange(17, 30), default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(17, 30), default=_default("opset"), show_default=True, help="ONNX opset.")
 @click.option("--data", default=None, help=SPEC_HELP)
-@click.option("--calib-images", type=click.IntRange(1, 100000), default=32, show_default=True,
+@click.option("--calib-images", type=click.IntRange(1, 100000), default=_default("calib_images"), show_default=True,
               help="INT8 calibration images (from the train split of --data).")
-@click.option("--output", type=click.Choice(["logits", "labels"]), default="logits", show_default=True,
+@click.option("--output", type=click.Choice(["logits", "labels"]), default=_default("output"), show_default=True,
               help="labels: argmax in the graph (uint8 N,H,W).")
-@click.option("--input", "input_dtype", type=click.Choice(["float", "uint8"]), default="float",
+@click.option("--input", "input_dtype", type=click.Choice(["float", "uint8"]), default=_default("input_dtype"),
               show_default=True, help="uint8: RGB input with the normalisation in the graph.")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default=_default("exporter"),
               show_default=True, help="torch.onnx exporter.")
 @click.option("--out", required=True, type=click.Path(), help="Output FILE (model.onnx, or model.engine for trt).")
 @json_option

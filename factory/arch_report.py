@@ -8,7 +8,6 @@ from segfactory.factory.config import ModelConfig
 from segfactory.factory.cost import model_cost
 from segfactory.factory.genotype import NUM_ENCODER_INPUTS, Genotype
 
-
 SHORT = {"sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "global_average_pool": "gap", "max_pool_3x3": "max3",
          "sep_conv_5x5_dil6": "sep5d6", "skip_connect": "skip", "psum": "psum", "cat": "cat"}
 

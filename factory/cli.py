@@ -12,7 +12,6 @@ import os
 import sys
 
 import click
-
 from segfactory.factory._version import __version__
 
 # name -> ("module:attribute", short help). The help text lives here so that listing commands imports nothing.
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(1)
-    except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as e:
         if os.environ.get("SEGFACTORY_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]

@@ -12,11 +12,10 @@ import functools
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import Genotype
 from segfactory.factory.reference import Reference
+from torch import nn
 
 ACT_BYTES = 4  # float32
 

@@ -80,12 +80,12 @@ class Encoder(nn.Module):
         e1 = self.features[TAPS[0] + 1 :](e0)  # (N, 32, H/8, W/8)
         return e0, e1
 
-    def freeze_bn(self, frozen: bool = True) -> "Encoder":
+    def freeze_bn(self, frozen: bool = True) -> Encoder:
         """Keep every BatchNorm in eval mode (running statistics, no updates) even while training."""
         self.frozen_bn = frozen
         return self.train(self.training)
 
-    def train(self, mode: bool = True) -> "Encoder":
+    def train(self, mode: bool = True) -> Encoder:
         super().train(mode)
         if self.frozen_bn:
             for m in self.modules():

@@ -124,10 +124,8 @@ def predict_files(predictor: Callable[[np.ndarray], np.ndarray], inputs: str | P
     overlays with a palette). Returns the label files written."""
     from PIL import Image
     from segfactory.factory.datasets import read_image
-    from segfactory.factory.io import atomic_write
-
     from segfactory.factory.errors import SegfactoryError
-    from segfactory.factory.io import check_writable
+    from segfactory.factory.io import atomic_write, check_writable
 
     files = list_input_images(inputs)
     out = Path(out)

@@ -12,9 +12,10 @@ import hashlib
 import json
 import operator
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from segfactory.factory.errors import InputError
 
@@ -135,7 +136,7 @@ class Genotype:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Genotype":
+    def from_dict(cls, data: Any) -> Genotype:
         if not isinstance(data, dict):
             raise InputError(f"genotype must be a JSON object, got {type(data).__name__}")
         fmt = data.get("format", FORMAT)
@@ -168,7 +169,7 @@ class Genotype:
         return cls(tuple(templates), tuple(layers))
 
     @classmethod
-    def from_json(cls, text: str) -> "Genotype":
+    def from_json(cls, text: str) -> Genotype:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -213,7 +214,7 @@ class Genotype:
         return actions
 
     @classmethod
-    def from_actions(cls, actions: Sequence[int]) -> "Genotype":
+    def from_actions(cls, actions: Sequence[int]) -> Genotype:
         sizes = action_space()
         if len(actions) != len(sizes):
             raise InputError(f"an action sequence has {len(sizes)} entries, got {len(actions)}")

@@ -5,15 +5,14 @@ input's size, ``forward(x, native=True)`` -> logits at the head's own resolution
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
 from segfactory.factory.config import ModelConfig
-from segfactory.factory.errors import InputError
 from segfactory.factory.decoder import TemplateDecoder
 from segfactory.factory.encoder import Encoder
+from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype
 from segfactory.factory.ops import resize
 from segfactory.factory.reference import REFERENCES, Reference
+from torch import Tensor, nn
 
 Arch = Genotype | Reference
 

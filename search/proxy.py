@@ -198,8 +198,8 @@ class _Candidate:
         go_on = self.should_continue is None or self.should_continue(self.checkpoint, m["score"])
         self.checkpoint += 1
         if not go_on:
-            r.status, r.reason = "early-stopped", f"early stopping at checkpoint {self.checkpoint - 1} " \
-                                                  f"(score {m['score']:.4f})"
+            r.status = "early-stopped"
+            r.reason = f"early stopping at checkpoint {self.checkpoint - 1} (score {m['score']:.4f})"
         if time.process_time() > self.cpu_deadline:
             raise CandidateFailed(f"time limit of {self.s.time_limit_s:g} CPU-seconds reached at validation "
                                   f"{self.checkpoint - 1}")

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError
-from segfactory.factory.genotype import Genotype
 from segfactory.search.presets import ProxySettings
 from torch import Tensor
 

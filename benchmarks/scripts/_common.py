@@ -18,9 +18,12 @@ def default_data() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """CPU, cores, OS, Python and torch versions and torch's thread count, for every result JSON."""
+    """CPU, cores, OS, Python, torch and ONNX Runtime versions, torch's thread count and the load average now,
+    for every result JSON."""
+    import onnxruntime
     import torch
     from segfactory.benchmarks.runners import cpu_description
 
     return {"cpu": cpu_description(), "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "onnxruntime": onnxruntime.__version__, "loadavg": list(os.getloadavg())}

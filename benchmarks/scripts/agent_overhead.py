@@ -42,9 +42,9 @@ def main() -> None:
     parser.add_argument("--out", default="agent_overhead.json")
     args = parser.parse_args()
 
-    from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent
     from segfactory.benchmarks.agent.backends import describe_device
     from segfactory.benchmarks.agent.client import health, measure_remote
+    from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent
 
     settings = {"warmup_ms": 0, "iterations": 1, "duration_s": 0}
     models = [_model(1000 + i, args.size_kb) for i in range(args.models)]

@@ -27,7 +27,7 @@ FORMAT = "segfactory.bench-fidelity-truth/1"
 SEEDS = range(200, 212)
 RECIPE = {"optimizer": "adamw", "encoder_lr": 2e-3, "decoder_lr": 2e-3, "weight_decay": 1e-4, "schedule": "poly",
           "poly_power": 0.9, "batch_size": 8, "scale": (0.5, 1.0), "crop": (240, 320), "grad_clip": 3.0,
-          "epochs": 8, "seed": 0, "val_every": 0, "agg_size": 64, "sep_repeats": 2, "encoder_weights": "bundled"}
+          "epochs": 8, "seed": 0, "val_every": 0}  # the released model configuration (factory.config.RELEASED)
 
 
 def genotypes() -> list[tuple[str, Any]]:

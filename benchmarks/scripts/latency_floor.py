@@ -19,12 +19,12 @@ The result is ``benchmarks/results/latency_floor.json``. Never run it beside ano
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _common import machine
 from segfactory.benchmarks.lut.check import figures
 from segfactory.benchmarks.lut.protocol import measure_groups, seed_set
 from segfactory.factory.config import ModelConfig
@@ -32,14 +32,6 @@ from segfactory.factory.io import atomic_write_json, parse_size, read_json
 
 FLOOR_SEED_BASE = 3_000_000
 GAP_S = 600.0  # at least 10 minutes between the end of run 1 and the start of run 2
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-    from segfactory.benchmarks.runners import cpu_description
-
-    return {"cpu": cpu_description(), "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
-            "loadavg": list(os.getloadavg())}
 
 
 def settings_of(args) -> dict[str, Any]:

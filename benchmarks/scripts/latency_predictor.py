@@ -25,30 +25,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _common import machine
 from segfactory.benchmarks.lut.check import figures
 from segfactory.benchmarks.lut.protocol import EVAL_SEEDS, measure_groups, seed_set
 from segfactory.benchmarks.lut.table import Lut, assert_unseen, predict_latency
-from segfactory.benchmarks.runners import cpu_description
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import RunError
 from segfactory.factory.io import atomic_write_json, parse_size, read_json
 from segfactory.factory.zoo import resolve_arch
 
 GOALS = {1: {"within_10pct": 0.90, "kendall_tau": 0.95}, 2: {"within_10pct": 0.80, "kendall_tau": 0.90}}
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-    import torch
-
-    return {"cpu": cpu_description(), "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
-            "torch": torch.__version__, "loadavg": list(os.getloadavg())}
 
 
 def lut_path(args, threads: int) -> Path:
@@ -223,7 +214,7 @@ def references(args, config: ModelConfig) -> None:
     import tempfile
 
     from segfactory.benchmarks.harness import measure_interleaved
-    from segfactory.benchmarks.models import reference_names, ModelSpec, make_runner
+    from segfactory.benchmarks.models import ModelSpec, make_runner, reference_names
 
     specs = [ModelSpec(a, genotype=resolve_arch(a), config=config) for a in ("arch0", "arch1")]
     specs += [ModelSpec(r, reference=r, config=config) for r in reference_names()]

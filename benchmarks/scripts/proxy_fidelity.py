@@ -109,12 +109,12 @@ def score(args) -> None:
 
 
 def latency(args) -> None:
+    import tempfile
+    from contextlib import ExitStack
+
     from segfactory.benchmarks.harness import measure_interleaved
     from segfactory.benchmarks.models import ModelSpec, make_runner
     from segfactory.factory.config import ModelConfig
-
-    import tempfile
-    from contextlib import ExitStack
 
     config = ModelConfig.create(11, 64, 2, "bundled")
     genotypes = eval_set()
@@ -146,7 +146,7 @@ def _tau_ci(x: list[float], y: list[float], seed: int = 0, n: int = 2000) -> tup
         idx = rng.integers(0, len(xs), len(xs))
         if len(set(idx)) > 2:
             t = kendalltau(xs[idx], ys[idx]).statistic
-            if t == t:  # not NaN
+            if not np.isnan(t):
                 taus.append(t)
     return tau, float(np.percentile(taus, 5)), float(np.percentile(taus, 95))
 

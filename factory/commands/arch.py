@@ -6,9 +6,12 @@ import json
 import random
 
 import click
-
 from segfactory.factory.commands.options import (
-    config_from_options, input_size_option, json_option, model_config_options, version,
+    config_from_options,
+    input_size_option,
+    json_option,
+    model_config_options,
+    version,
 )
 
 
@@ -28,7 +31,6 @@ def show(architecture: str, num_classes: int, agg_size: int, sep_repeats: int, e
          input_size: tuple[int, int], as_json: bool) -> None:
     """Describe ARCHITECTURE (a zoo name, a genotype JSON or a best.json): layers, sizes, parameters, MACs."""
     from segfactory.factory.arch_report import describe
-
     from segfactory.factory.zoo import resolve_arch
 
     genotype = resolve_arch(architecture)

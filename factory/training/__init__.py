@@ -15,6 +15,21 @@ from segfactory.factory.training.recipes import RECIPES, Recipe
 from segfactory.factory.training.run import STATE_FORMAT, check_training_memory, train
 from segfactory.factory.training.step import NonFiniteLoss, TrainStep, make_optimizer, poly_factor, seg_loss
 
-__all__ = ["PolyakAverage", "effective_decay", "TrainConfig", "iterate", "make_train_loader", "set_epoch", "RECIPES",
-           "Recipe", "STATE_FORMAT", "check_training_memory", "train", "NonFiniteLoss", "TrainStep", "make_optimizer",
-           "poly_factor", "seg_loss"]
+__all__ = [
+           "RECIPES",
+           "STATE_FORMAT",
+           "NonFiniteLoss",
+           "PolyakAverage",
+           "Recipe",
+           "TrainConfig",
+           "TrainStep",
+           "check_training_memory",
+           "effective_decay",
+           "iterate",
+           "make_optimizer",
+           "make_train_loader",
+           "poly_factor",
+           "seg_loss",
+           "set_epoch",
+           "train",
+]

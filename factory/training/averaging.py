@@ -76,7 +76,7 @@ class PolyakAverage:
         if forward is not None and batches and self.rate > 0:
             recompute_bn(module, forward, batches)
 
-    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+    def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "rate": self.rate, "updates": self.updates,
                 "shadow": {n: t.detach().cpu().clone() for n, t in self.shadow.items()}}
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from segfactory.factory.config import RELEASED
 from segfactory.factory.errors import InputError
 from segfactory.factory.training.recipes import DEFAULT_RECIPE, RECIPES, Recipe
 
@@ -44,9 +45,9 @@ class TrainConfig:
     seed: int = 0
     num_classes: int | None = None  # None: the dataset's own (required for folder data)
     ignore_index: int | None = None
-    agg_size: int = 64
-    sep_repeats: int = 2
-    encoder_weights: str = "bundled"  # a reference model always trains from scratch ("none")
+    agg_size: int = RELEASED.agg_size
+    sep_repeats: int = RELEASED.sep_repeats
+    encoder_weights: str = RELEASED.encoder_weights  # a reference model always trains from scratch ("none")
     train_split: str = "train"
     val_split: str = "val"
     val_images: int | None = None  # validate on the first N images of the val split (None: all)

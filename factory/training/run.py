@@ -11,7 +11,6 @@ training stops early enough for the final validation to fit, and the run always 
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.training.config import RUNTIME_FIELDS, TrainConfig
-from segfactory.factory.training.data import iterate, make_train_loader, set_epoch
+from segfactory.factory.training.data import iterate, make_train_loader
 from segfactory.factory.training.loop import Trainer
 
 STATE_FORMAT = "segfactory.train-state/2"
@@ -171,4 +170,4 @@ def finish(files: dict[str, Path], cfg: TrainConfig, arch, config, model, traine
     return doc
 
 
-__all__ = ["train", "TrainConfig", "check_training_memory", "iterate", "STATE_FORMAT"]
+__all__ = ["STATE_FORMAT", "TrainConfig", "check_training_memory", "iterate", "train"]

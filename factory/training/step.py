@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from segfactory.factory.training.averaging import PolyakAverage
+from torch import Tensor, nn
 
 
 class NonFiniteLoss(Exception):

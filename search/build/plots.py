@@ -32,7 +32,7 @@ def _bench_ratio(state: BuildState, prefix: str) -> float | None:
     results = state.stages["bench"]["results"]
     ref = results[state.stages["bench"]["reference"]]["median_ms"]
     for name, r in results.items():
-        if name.startswith(prefix) and (name.endswith("fp32") or name.endswith("(untrained)")):
+        if name.startswith(prefix) and (name.endswith(("fp32", "(untrained)"))):
             return r["median_ms"] / ref
     return None
 
@@ -142,4 +142,4 @@ def plot_strip(state: BuildState, path: Path, count: int = 4) -> Path | None:
     return _save(fig, path)
 
 
-__all__ = ["plot_front", "plot_trained", "plot_curves", "plot_strip", "Any"]
+__all__ = ["Any", "plot_curves", "plot_front", "plot_strip", "plot_trained"]

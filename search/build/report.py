@@ -73,8 +73,8 @@ def _settings(state: BuildState) -> list[str]:
              f"candidates trained, preset `{o.search.preset}`); training: "
              + (f"{o.train_minutes:g} min" if o.train_minutes else f"{o.epochs} epochs")
              + f" per model and recipe, recipes {', '.join(o.recipes)}; limit: {st['pick'] and _limit(state)}",
-             f"versions: segfactory {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-             f"Python {platform.python_version()}, {platform.machine()}"]
+             (f"versions: segfactory {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+             f"Python {platform.python_version()}, {platform.machine()}")]
     return lines
 
 
@@ -96,8 +96,11 @@ def _latency_note(state: BuildState) -> str:
     if target == "cpu":
         return ("Latency: **measured on this host** with ONNX Runtime, "
                 f"{state.options.search.latency_threads or 1} thread(s), all models interleaved in shuffled rounds.")
-    return f"**Latency source on {target}: {', '.join(sources)}** (measured = the device agent; lut = the lookup " \
-           "table's prediction; estimated = a roofline from published specs, not a measurement)."
+    how = {"measured": "measured on the device (a local GPU, or the Jetson's agent)",
+           "lut": "predicted from the device's lookup table", "estimated":
+           "ESTIMATED from published specs (a roofline, not a measurement)"}
+    return (f"**Latency on {target}: {'; '.join(how.get(s, s) for s in sources)}.** Each model's architecture is "
+            "timed at the target's own precision, so the exported precisions share one figure here.")
 
 
 def sections(state: BuildState) -> list[tuple[str, list[Any]]]:
@@ -113,8 +116,8 @@ def sections(state: BuildState) -> list[tuple[str, list[Any]]]:
         ("Summary", [summary, _latency_note(state), "Deliverables: " + "; ".join(_deliverables(state)) + "."]),
         ("Settings", _settings(state)),
         ("Models", [model_table(state), plots.get("trained")]),
-        ("Search", ["Proxy score against latency (ratio to arch0 measured beside it): every candidate, the pick, "
-                    "the limit, and arch0 and the references as marked lines.", plots.get("front"),
+        ("Search", [("Proxy score against latency (ratio to arch0 measured beside it): every candidate, the pick, "
+                    "the limit, and arch0 and the references as marked lines."), plots.get("front"),
                     _deploy_table(state)]),
         ("Training", [_training_table(state), plots.get("curves")]),
         ("Per-class IoU (val)", [class_table(state)]),
@@ -179,9 +182,9 @@ def _markdown(secs, state: BuildState) -> str:
 
 
 def _html(secs, state: BuildState) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>segfactory build</title><style>"
+    parts = [("<!doctype html><html><head><meta charset='utf-8'><title>segfactory build</title><style>"
              "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style></head><body>",
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style></head><body>"),
              f"<h1>segfactory build: {html.escape(state.out.name)}</h1>"]
     for title, blocks in secs:
         parts.append(f"<h2>{html.escape(title)}</h2>")

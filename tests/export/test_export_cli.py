@@ -14,8 +14,8 @@ from segfactory.factory.config import ModelConfig
 from segfactory.factory.model import build_model
 from segfactory.factory.zoo import ZOO
 
-from tests.synthetic_seg import make_camvid
 from tests.export.test_export_genotypes import sharpen
+from tests.synthetic_seg import make_camvid
 
 CONFIG = ModelConfig.create(num_classes=11, agg_size=8, sep_repeats=1, encoder_weights="none")
 

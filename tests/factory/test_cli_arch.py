@@ -6,7 +6,6 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-
 from segfactory.factory.cli import COMMANDS, cli
 from segfactory.factory.zoo import ZOO
 

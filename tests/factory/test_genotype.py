@@ -2,12 +2,18 @@ import json
 import random
 
 import pytest
-
 from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import (
-    MERGE_NAMES, OP_NAMES, Genotype, action_labels, action_space, load_genotype, sample_genotype,
+    MERGE_NAMES,
+    OP_NAMES,
+    Genotype,
+    action_labels,
+    action_space,
+    load_genotype,
+    sample_genotype,
 )
 from segfactory.factory.zoo import ZOO, resolve_arch
+
 from tests.helpers import random_genotypes
 
 GENOTYPES = list(ZOO.values()) + random_genotypes(50)

@@ -1,11 +1,11 @@
 import pytest
 import torch
-
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.cost import model_cost
 from segfactory.factory.encoder import Encoder, tf_same_pads
 from segfactory.factory.model import build_model, count_params
 from segfactory.factory.zoo import ZOO
+
 from tests.helpers import random_genotypes
 
 

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from segfactory.factory.genotype import MERGE_NAMES, OP_NAMES
 from segfactory.factory.ops import MERGES, OPS, get_merge, get_op, register_op
 

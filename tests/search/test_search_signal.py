@@ -12,7 +12,7 @@ from segfactory.factory.zoo import ZOO
 from segfactory.search.loop import run_search
 from segfactory.search.options import SearchOptions
 
-TINY = dict(data="camvid-mini", preset="test", encoder_weights="none", threads=1, input_size=(64, 64), seed=0)
+TINY = {"data": "camvid-mini", "preset": "test", "encoder_weights": "none", "threads": 1, "input_size": (64, 64), "seed": 0}
 
 
 @pytest.fixture(autouse=True)

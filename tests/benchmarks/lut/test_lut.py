@@ -6,8 +6,8 @@ import json
 import random
 
 import pytest
-from segfactory.benchmarks.lut.table import FORMAT, Lut, fit_overhead, predict_latency
 from segfactory.benchmarks.lut.measure import build_unit, pack_bags
+from segfactory.benchmarks.lut.table import FORMAT, Lut, fit_overhead, predict_latency
 from segfactory.benchmarks.lut.units import count_by_kind, enumerate_units, model_units
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError

@@ -6,11 +6,11 @@ import json
 import random
 
 import pytest
-from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent
 from segfactory.benchmarks.agent.client import health
-from segfactory.benchmarks.lut.table import Lut, predict_latency
+from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent
 from segfactory.benchmarks.lut.profile import fit_genotypes, run_profile
 from segfactory.benchmarks.lut.remote import run_remote_profile, unit_onnx
+from segfactory.benchmarks.lut.table import Lut, predict_latency
 from segfactory.benchmarks.lut.units import model_units
 from segfactory.benchmarks.targets import get_target
 from segfactory.factory.config import ModelConfig
