@@ -63,6 +63,7 @@ class Search:
         self.executor_factory = executor_factory or (lambda search: LocalExecutor(search.train_job))
         self.consecutive_rejections = 0
         self.consecutive_repeats = 0
+        self.screen_points: list[tuple[int, float]] = []  # (MACs, measured latency ratio) of timed candidates
         self.started = time.monotonic()
         self.spent_s = 0.0  # wall time of earlier parts of this search (state.pt)
         self.trained_times: list[float] = []
@@ -112,7 +113,11 @@ class Search:
         if t.get("status") in TRAINED and t["key"] not in self.by_key:
             self.by_key[t["key"]] = t
         if t.get("latency_ms") is not None:
-            self.latencies.setdefault(t["key"], {"ms": t["latency_ms"], "source": t.get("latency_source")})
+            self.latencies.setdefault(t["key"], {k: t[k] for k in ("latency_ms", "latency_source", "latency_ratio",
+                                                                  "latency_raw_ms", "latency_reference_ms")
+                                                 if t.get(k) is not None})
+        if t.get("latency_ratio") is not None and t.get("macs") and t.get("repeat_of") is None:
+            self.screen_points.append((t["macs"], t["latency_ratio"]))
         if t.get("status") in TRAINED and t.get("wall_s"):
             self.trained_times.append(float(t["wall_s"]))
 
@@ -174,6 +179,8 @@ class Search:
             if proxy_macs > ctx.settings.max_proxy_macs:
                 reasons.append(f"proxy MACs {proxy_macs:,} at {ctx.settings.crop[0]}x{ctx.settings.crop[1]} > the "
                                f"preset's limit {ctx.settings.max_proxy_macs:,}")
+        if not reasons:
+            reasons += self._screen(cost.macs)
         if reasons:
             return self._record(job, status="rejected", reason="; ".join(reasons))
         if key in self.by_key:  # the same network was trained before: its result stands, nothing is retrained
@@ -216,6 +223,29 @@ class Search:
         if d.get("device_info"):
             fields["latency_device"] = d["device_info"]  # the device agent's description
         return fields
+
+    def _screen(self, macs: int) -> list[str]:
+        """Reject, untimed, a candidate whose latency ratio predicted from its multiply-adds is over
+        ``--max-latency-ratio`` by the ``--latency-screen`` factor: a least-squares line through the candidates
+        timed so far (arch0 at 1.0 among them); before three are timed, the ratio of multiply-adds to arch0's,
+        which underestimates the latency of light decoders and so rejects only clear cases."""
+        o = self.ctx.options
+        if o.max_latency_ratio is None or o.latency_screen is None:
+            return []
+        points = [(self.ctx.reference["macs"], 1.0), *self.screen_points]
+        if len(points) >= 3:
+            import numpy as np
+
+            x, y = np.array(points, dtype=float).T
+            slope, intercept = np.polyfit(x, y, 1)
+            predicted, how = intercept + slope * macs, f"a line fitted to {len(points)} timed models"
+        else:
+            predicted, how = macs / self.ctx.reference["macs"], "its multiply-adds over arch0's"
+        bound = o.max_latency_ratio * o.latency_screen
+        if predicted <= bound:
+            return []
+        return [f"latency predicted at {predicted:.2f} x arch0 from {how}, over --max-latency-ratio "
+                f"{o.max_latency_ratio:g} x --latency-screen {o.latency_screen:g}: not timed"]
 
     def _proxy_memory_reasons(self, genotype: Genotype) -> list[str]:
         """A candidate whose proxy training would exceed the memory bound is rejected, not run out of memory."""

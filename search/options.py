@@ -222,6 +222,10 @@ class SearchOptions:
                                                "state; elsewhere the ratio of the two latencies).")
     max_rejections: int = opt(100, flag="--max-rejections", type=click.IntRange(min=1), group=REWARD,
                               help="Consecutive rejections that stop the search.")
+    latency_screen: float | None = opt(1.3, flag="--latency-screen", type=_POSITIVE, group=REWARD,
+                                       help="With --max-latency-ratio: a candidate whose latency predicted from its "
+                                            "multiply-adds (a line fitted to the candidates measured so far) exceeds "
+                                            "the limit by this factor is rejected without being timed.")
     failure_reward: float | None = opt(0.0, flag="--failure-reward", type=float, group=REWARD,
                                        help="Reward the strategy is told for a failed (error, NaN, out of memory, "
                                             "time limit) or rejected candidate, so it learns to avoid them.")

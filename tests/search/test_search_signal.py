@@ -101,3 +101,16 @@ def test_cpu_latency_is_measured_beside_arch0(tmp_path):
         assert t["latency_ms"] == pytest.approx(t["latency_ratio"] * ref_ms)
     arch0 = trials[1]
     assert arch0["latency_ratio"] == pytest.approx(1.0, rel=0.25)  # arch0 beside arch0
+
+
+def test_latency_screen_rejects_clear_cases_untimed(tmp_path):
+    """Under a tight --max-latency-ratio, candidates predicted far over it from their multiply-adds are rejected
+    without being timed; the rejections reach the strategy (reward 0) and stop the search at --max-rejections."""
+    from segfactory.factory.errors import RunError
+
+    with pytest.raises(RunError, match="consecutive"):
+        run_search(SearchOptions(out=str(tmp_path / "s"), strategy="random", budget=2, target="cpu",
+                                 max_latency_ratio=0.05, max_rejections=3, **TINY))
+    trials = _trials(tmp_path / "s")
+    assert [t["status"] for t in trials] == ["rejected"] * 3
+    assert all("not timed" in t["reason"] and t["latency_ms"] is None for t in trials)
