@@ -22,10 +22,10 @@ def _parse(args: list[str]) -> tuple[SearchOptions, set[str]]:
 def test_every_field_has_exactly_one_flag_and_the_cli_has_no_other():
     declared_flags = []
     for _, o in declared():
-        declared_flags += [o.flag, *(p.flag for p in o.parts)]
+        declared_flags += [o.flag, *o.aliases, *(p.flag for p in o.parts)]
     assert len(declared_flags) == len(set(declared_flags))
     ctx = click.Context(search, info_name="search")
-    cli_flags = {max(p.opts, key=len) for p in search.get_params(ctx)}
+    cli_flags = {opt for p in search.get_params(ctx) for opt in p.opts if opt.startswith("--")}
     assert cli_flags - CLI_ONLY == set(declared_flags)
 
 
