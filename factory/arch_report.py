@@ -17,9 +17,14 @@ def _pool_name(i: int) -> str:
 
 
 def describe(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int]) -> dict[str, Any]:
-    """The report ``arch show --json`` prints: cost totals, per-part figures, genotype and config."""
+    """The report ``arch show --json`` prints: cost totals, per-part figures, genotype and config (a reference
+    model: its backbone and head, and what it is)."""
     cost = model_cost(genotype, config, input_size)
     report = cost.to_dict()
+    if not isinstance(genotype, Genotype):  # a reference model (factory.reference): no decoder layers to describe
+        report.update(key=genotype.key(), arch=genotype.to_dict(), model_config=config.to_dict(),
+                      config_key=config.key(), name=genotype.name)
+        return report
     collected = set(genotype.collected())
     for l, (spec, part) in enumerate(zip(genotype.layers, report["parts"][1:-1])):
         t = genotype.templates[spec.template]
@@ -40,7 +45,8 @@ def render(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     h, w = report["input_size"]
-    table = Table(title=f"genotype {report['key']} at {h}x{w}", title_justify="left")
+    what = f"reference model {report['name']}" if "name" in report else f"genotype {report['key']}"
+    table = Table(title=f"{what} at {h}x{w}", title_justify="left")
     for col in ("part", "in", "template", "xR", "S", "out CxHxW", "/", "params", "MMAC", "out?"):
         table.add_column(col, justify="right" if col in ("params", "MMAC", "xR", "S", "/") else "left",
                          no_wrap=True)

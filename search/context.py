@@ -178,23 +178,31 @@ def _model_configs(options: SearchOptions, run: dict[str, Any] | None, dataset: 
     return deploy, proxy, input_size
 
 
+def reference_config(deploy: Any) -> Any:
+    """arch0 as the paper released it (agg 64, sep_repeats 2), with the deployed model's classes and encoder: the
+    reference of every latency ratio and the default targets, whatever the deployed configuration searched."""
+    from segfactory.factory.config import RELEASED
+
+    return deploy.with_(agg_size=RELEASED.agg_size, sep_repeats=RELEASED.sep_repeats)
+
+
 def _reward(options: SearchOptions, run: dict[str, Any] | None, target: Any, deploy: Any,
             input_size: tuple[int, int], on_event: Event | None) -> tuple[dict[str, Any], RewardSpec]:
     """(arch0's figures, the reward's spec): from run.json, or measured now."""
     from segfactory.factory.cost import model_cost
     from segfactory.factory.zoo import ZOO
 
-    arch0 = ZOO["arch0"]
+    arch0, config = ZOO["arch0"], reference_config(deploy)
     if run is not None:
-        _measure_beside(target, arch0, deploy, input_size, run["reference"])
+        _measure_beside(target, arch0, config, input_size, run["reference"])
         return run["reference"], RewardSpec(**run["reward"])
-    cost = model_cost(arch0, deploy, input_size)
-    reference = {"arch": "arch0", "params": cost.params, "macs": cost.macs}
+    cost = model_cost(arch0, config, input_size)
+    reference = {"arch": "arch0", "model_config": config.to_dict(), "params": cost.params, "macs": cost.macs}
     # Recorded always; the default latency target when --latency-target-ms is not given
     emit(on_event, "status", message=f"measuring arch0's latency on {options.target}")
-    lat = target.latency(arch0, deploy, input_size)
+    lat = target.latency(arch0, config, input_size)
     reference.update(latency_ms=lat.ms, latency_source=lat.source)
-    _measure_beside(target, arch0, deploy, input_size, reference)
+    _measure_beside(target, arch0, config, input_size, reference)
     if lat.detail.get("device_info"):  # measured by a device agent: what it ran on
         reference["latency_device"] = lat.detail["device_info"]
     reward_spec = RewardSpec(

@@ -29,12 +29,15 @@ def arch() -> None:
 @version
 def show(architecture: str, num_classes: int, agg_size: int, sep_repeats: int, encoder_weights: str,
          input_size: tuple[int, int], as_json: bool) -> None:
-    """Describe ARCHITECTURE (a zoo name, a genotype JSON or a best.json): layers, sizes, parameters, MACs."""
+    """Describe ARCHITECTURE (a zoo name, a reference model, a genotype JSON or a best.json): layers, sizes,
+    parameters, MACs."""
     from segfactory.factory.arch_report import describe
     from segfactory.factory.zoo import resolve_arch
 
+    from segfactory.factory.model import config_for
+
     genotype = resolve_arch(architecture)
-    config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
+    config = config_for(genotype, config_from_options(num_classes, agg_size, sep_repeats, encoder_weights))
     report = describe(genotype, config, input_size)
     if as_json:
         click.echo(json.dumps(report))
@@ -61,8 +64,11 @@ def sample(seed: int, count: int) -> None:
 @arch.command("list")
 @version
 def list_() -> None:
-    """List the zoo's architectures."""
+    """List the zoo's architectures and the reference models."""
+    from segfactory.factory.reference import REFERENCES
     from segfactory.factory.zoo import ZOO
 
     for name, g in sorted(ZOO.items()):
         click.echo(f"{name}  key={g.key()}")
+    for name in REFERENCES.names():
+        click.echo(f"{name}  reference model: {REFERENCES.help(name)}, trained from scratch")

@@ -131,14 +131,20 @@ def stage_check(state: BuildState, progress: Progress) -> dict[str, Any]:
 
 
 def _arch0_onnx(state: BuildState) -> Path:
-    """arch0 (untrained: latency only) exported at the build's size, for the latency check's reference."""
+    """arch0 as released (the search's latency reference), exported at the build's size: the trained baseline's
+    ONNX where the build trained one, else an untrained one (latency only)."""
     from segfactory.export.api import ExportOptions, export_model
+    from segfactory.factory.config import ModelConfig
+    from segfactory.factory.io import read_json
+    from segfactory.search.context import reference_config
 
     path = state.out / "baselines" / "arch0.latency.onnx"
     if "arch0" in state.stages.get("train", {}):
         return state.out / "baselines" / "arch0.onnx"
     if not path.is_file():
-        export_model(path, ExportOptions(input_size=_input_size(state), data=None), arch="arch0")
+        deploy = ModelConfig.from_dict(read_json(state.out / "pick.json", "pick file")["model_config"])
+        export_model(path, ExportOptions(input_size=_input_size(state), data=None), arch="arch0",
+                     config=reference_config(deploy))
     return path
 
 

@@ -13,7 +13,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 REFERENCE_MODELS = ("arch0", "lraspp_mobilenet_v3_large")  # what a user would pick instead (--baselines)
 # deployed configurations (agg_size, sep_repeats) the build may give the picked genotype: the highest-capacity
 # one whose latency stays within the limit is chosen (measured beside arch0), the searched one first
-DEPLOY_CONFIGS = ((64, 2), (64, 1), (32, 2), (32, 1), (16, 1))
+DEPLOY_CONFIGS = ((64, 2), (64, 1), (48, 1), (32, 1), (16, 1))
 DEFAULT_BUDGET = 8
 DEFAULT_EPOCHS = 30
 

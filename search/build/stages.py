@@ -103,6 +103,7 @@ def _measure_configs(state: BuildState, run: dict[str, Any], genotype) -> list[d
     from segfactory.benchmarks.targets import get_target
     from segfactory.factory.config import ModelConfig
     from segfactory.factory.zoo import ZOO
+    from segfactory.search.context import reference_config
 
     o = state.options
     s = o.search
@@ -112,7 +113,7 @@ def _measure_configs(state: BuildState, run: dict[str, Any], genotype) -> list[d
                         threads=s.latency_threads)
     ref_ms = run["reference"]["latency_ms"]
     if hasattr(target, "set_reference") and run["reference"].get("latency_source") == "measured":
-        target.set_reference(ZOO["arch0"], deploy, size, ref_ms)
+        target.set_reference(ZOO["arch0"], reference_config(deploy), size, ref_ms)
     searched = (deploy.agg_size, deploy.sep_repeats)
     out = []
     for agg, sep in dict.fromkeys([*map(tuple, o.deploy_configs), searched]):
