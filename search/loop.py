@@ -319,7 +319,8 @@ class Search:
         if best is not None and best["index"] == rec["index"]:
             write_best(self.ctx, best)
         _emit(self.on_event, "trial", trial=rec, trained=trained_count(self.store.trials),
-              budget=self.ctx.options.budget, best=best, eta_s=self.eta())
+              budget=self.ctx.options.budget, best=best, eta_s=self.eta(), elapsed_s=self.elapsed_s(),
+              minutes=self.ctx.options.max_minutes)
         return rec
 
     def _out_of_time(self) -> bool:

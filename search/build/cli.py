@@ -14,6 +14,7 @@ from segfactory.search.cli import _Option, _SectionedGroup, options_from_cli, se
 
 EXCLUDED = ("out", "max_minutes")  # the build's --out is the build's; --search-minutes is its search budget
 BUILD = "Build"
+UNBOUNDED = 10_000_000  # the largest --budget
 
 
 def _parse_set(items: tuple[str, ...]) -> dict:
@@ -97,7 +98,9 @@ def build(ctx: click.Context, out: str, search_minutes, train_minutes, epochs, p
     from segfactory.search.build.options import BuildOptions
     from segfactory.search.build.run import BuildView, run_build
 
-    search, _ = options_from_cli(ctx, kw, exclude=EXCLUDED)
+    search, given = options_from_cli(ctx, kw, exclude=EXCLUDED)
+    if search_minutes is not None and "budget" not in given:
+        search.budget = UNBOUNDED  # --search-minutes alone bounds the search
     options = BuildOptions(out=out, search=search, search_minutes=search_minutes, train_minutes=train_minutes,
                            epochs=epochs, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
                            from_search=from_search, baselines=baselines,

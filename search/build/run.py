@@ -96,9 +96,11 @@ class BuildView:
         if kind == "status":
             self.progress.update(task, info=e["message"][:70])
         elif kind == "trial":
-            budget = e.get("budget") or 1
+            done = e["trained"] / (e.get("budget") or 1)
+            if e.get("minutes"):  # a time-bounded search: the share of its minutes spent
+                done = max(done, e.get("elapsed_s", 0.0) / (60 * e["minutes"]))
             best = e.get("best")
-            self.progress.update(task, completed=min(1.0, e["trained"] / budget),
+            self.progress.update(task, completed=min(1.0, done),
                                  info=f"{e['trained']} trained" + (f", best score {best['score']:.3f}" if best else ""))
         elif kind == "train-start":
             self.job = (e["job"], e["jobs"])
