@@ -27,6 +27,7 @@ from pathlib import Path
 from _common import machine
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+MINI = Path(__file__).resolve().parents[2] / "data" / "camvid-mini"  # as camvid:PATH, which older code reads too
 
 
 def genotypes_file(out: Path) -> Path:
@@ -50,7 +51,7 @@ def run(args) -> None:
     if args.code:
         env["PYTHONPATH"] = args.code
     cmd = [sys.executable, "-m", "segfactory.factory.cli", "search", "--strategy", "list", "--genotypes",
-           str(genotypes_file(out)), "--budget", "8", "--preset", "test", "--data", "camvid-mini", "--target", "cpu",
+           str(genotypes_file(out)), "--budget", "8", "--preset", "test", "--data", f"camvid:{MINI}", "--target", "cpu",
            "--input-size", "360x480", "--threads", "1", "--seed", "0", "--out", str(d), "-q"]
     t0 = time.time()
     subprocess.run(cmd, env=env, check=True)
