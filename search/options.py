@@ -106,26 +106,10 @@ def read_genotype_list(path: str | None) -> list[dict]:
 
 def parse_proxy_set(items: tuple[str, ...]) -> dict:
     """``KEY=VALUE`` pairs -> ProxySettings overrides (values as JSON, or HxW for sizes)."""
+    from segfactory.factory.commands.options import parse_settings
     from segfactory.search.presets import ProxySettings
 
-    known = {f.name for f in fields(ProxySettings)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in known:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}",
-                                     param_hint="--proxy-set")
-        if "x" in value and key == "crop":
-            h, _, w = value.partition("x")
-            out[key] = (int(h), int(w))
-            continue
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            raise click.BadParameter(f"{item!r}: {value!r} is not a number, null or a JSON list",
-                                     param_hint="--proxy-set") from None
-    return out
+    return parse_settings(items, {f.name for f in fields(ProxySettings)}, "--proxy-set")
 
 
 def _show_genotypes(genotypes: list[dict]) -> str:

@@ -17,3 +17,15 @@ def _one_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def camvid_mini():
+    """Skip the test when the repository's camvid-mini sample is absent."""
+    from segfactory.factory.datasets import camvid_mini_path
+    from segfactory.factory.errors import InputError
+
+    try:
+        return camvid_mini_path()
+    except InputError as e:
+        pytest.skip(str(e))

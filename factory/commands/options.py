@@ -89,3 +89,30 @@ def resolve_device(device: str) -> str:
         raise InputError("--device cuda was asked for, but no CUDA device is available")
     return device
 
+
+
+def parse_settings(items: tuple[str, ...], known: set[str], flag: str, sizes: tuple[str, ...] = ("crop",)) -> dict:
+    """``KEY=VALUE`` pairs -> {KEY: value} for the setting names ``known`` (values as JSON; ``HxW`` for the
+    ``sizes`` keys); a bad pair is a click usage error naming ``flag``."""
+    import json
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}",
+                                     param_hint=flag)
+        if key in sizes and "x" in value:
+            h, _, w = value.partition("x")
+            try:
+                out[key] = (int(h), int(w))
+            except ValueError:
+                raise click.BadParameter(f"{item!r}: {value!r} is not HxW", param_hint=flag) from None
+            continue
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a number, null or a JSON list",
+                                     param_hint=flag) from None
+    return out

@@ -21,25 +21,10 @@ def _parse_set(items: tuple[str, ...]) -> dict:
     """``KEY=VALUE`` recipe overrides (values as JSON; HxW for crop)."""
     from dataclasses import fields
 
+    from segfactory.factory.commands.options import parse_settings
     from segfactory.factory.training.recipes import Recipe
 
-    known = {f.name for f in fields(Recipe)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in known:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}",
-                                     param_hint="--train-set")
-        if key == "crop" and "x" in value:
-            h, _, w = value.partition("x")
-            out[key] = (int(h), int(w))
-            continue
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            raise click.BadParameter(f"{item!r}: {value!r} is not a JSON value", param_hint="--train-set") from None
-    return out
+    return parse_settings(items, {f.name for f in fields(Recipe)}, "--train-set")
 
 
 def _build_option(*args, **kw):

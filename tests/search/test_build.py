@@ -17,15 +17,7 @@ TINY = ["--data", "camvid-mini", "--preset", "test", "--budget", "2", "--epochs"
         "--train-threads", "1", "--train-workers", "0", "-q"]
 
 
-@pytest.fixture(autouse=True)
-def _camvid_mini():
-    from segfactory.factory.datasets import camvid_mini_path
-    from segfactory.factory.errors import InputError
-
-    try:
-        camvid_mini_path()
-    except InputError as e:
-        pytest.skip(str(e))
+pytestmark = pytest.mark.usefixtures("camvid_mini")
 
 
 def _cli(args) -> subprocess.Popen:

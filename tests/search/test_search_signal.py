@@ -15,15 +15,7 @@ from segfactory.search.options import SearchOptions
 TINY = {"data": "camvid-mini", "preset": "test", "encoder_weights": "none", "threads": 1, "input_size": (64, 64), "seed": 0}
 
 
-@pytest.fixture(autouse=True)
-def _camvid_mini():
-    from segfactory.factory.datasets import camvid_mini_path
-    from segfactory.factory.errors import InputError
-
-    try:
-        camvid_mini_path()
-    except InputError as e:
-        pytest.skip(str(e))
+pytestmark = pytest.mark.usefixtures("camvid_mini")
 
 
 def _trials(d):
