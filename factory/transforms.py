@@ -59,7 +59,10 @@ def random_hflip(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) 
 
 def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (H, W, 3) or (N, H, W, 3) -> float32 (3, H, W) or (N, 3, H, W): ``(x / 255 - mean) / std``."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    array = np.ascontiguousarray(images)
+    if not array.flags.writeable:  # a cached or memory-mapped batch: torch warns on read-only memory
+        array = array.copy()
+    x = torch.from_numpy(array).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32)
     s = torch.tensor(std, dtype=torch.float32)
     x = (x - m) / s

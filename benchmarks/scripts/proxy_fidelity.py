@@ -162,7 +162,11 @@ def _label_stats(rows: list[dict[str, Any]], truth: dict[str, float], faster: se
     mean = [sum(by_name[n][s] for s in seeds) / len(seeds) for n in names]
     miou = [truth[n] for n in names]
     out: dict[str, Any] = {"genotypes": len(names), "missing_or_failed": sorted(set(truth) - set(names)),
-                           "seeds": seeds, "scores": {n: [by_name[n][s] for s in seeds] for n in names}}
+                           "seeds": seeds, "scores": {n: [by_name[n][s] for s in seeds] for n in names},
+                           # what scoring cost: every scored row, whatever the machine it ran on
+                           "wall_minutes": round(sum(r.get("wall_s", 0.0) for r in rows) / 60, 1),
+                           "cpu_minutes": round(sum(r.get("cpu_s", 0.0) for r in rows) / 60, 1),
+                           "candidates": len(rows)}
     if len(names) >= 3:
         out["tau"], out["tau_lo90"], out["tau_hi90"] = _tau_ci(mean, miou)
         out["rho"] = float(spearmanr(mean, miou).statistic)
@@ -196,14 +200,15 @@ def report(args) -> None:
            truth_doc["complete"], "val_miou": truth}, "faster_than_arch0": sorted(faster), "labels": labels}
     atomic_write_json(out / "proxy_fidelity.json", doc)
     _plot(labels, truth, out / "proxy_fidelity.png")
-    print(f"{'label':<28} {'n':>3} {'tau (90% CI)':>22} {'rho':>6} {'seed-seed tau':>14} {'tau fast':>9}")
+    print(f"{'label':<28} {'n':>3} {'tau (90% CI)':>22} {'rho':>6} {'seed-seed tau':>14} {'tau fast':>9} "
+          f"{'wall min':>9}")
     for label, st in labels.items():
         if "tau" not in st:
             continue
         fast = st.get("tau_faster_than_arch0")
         print(f"{label:<28} {st['genotypes']:>3} {st['tau']:>6.3f} ({st['tau_lo90']:+.2f}..{st['tau_hi90']:+.2f})"
               f" {st['rho']:>6.3f} {st.get('tau_seed_to_seed', float('nan')):>14.3f}"
-              f" {fast if fast is None else round(fast, 3)!s:>9}")
+              f" {fast if fast is None else round(fast, 3)!s:>9} {st['wall_minutes']:>9}")
     if args.publish:
         atomic_write_json(RESULTS / "proxy_fidelity.json", doc)
         import shutil
