@@ -104,6 +104,9 @@ def read_genotype_list(path: str | None) -> list[dict]:
     return out
 
 
+MAX_BUDGET = 10_000_000  # the largest --budget: a search bounded by its minutes alone uses it
+
+
 def parse_proxy_set(items: tuple[str, ...]) -> dict:
     """``KEY=VALUE`` pairs -> ProxySettings overrides (values as JSON, or HxW for sizes)."""
     from segfactory.factory.commands.options import parse_settings
@@ -155,7 +158,7 @@ class SearchOptions:
     device_token_file: str | None = opt(None, **DEVICE_TOKEN_FILE.meta(), group=DATA)
     latency_threads: int | None = opt(None, flag="--latency-threads", type=click.IntRange(1, 256), group=DATA,
                                       help="Threads of the cpu target's latency measurement [default: 1].")
-    budget: int = opt(8, flag="--budget", type=click.IntRange(1, 10_000_000), resume=RUNTIME,
+    budget: int = opt(8, flag="--budget", type=click.IntRange(1, MAX_BUDGET), resume=RUNTIME,
                       help="Candidates to train (ok, early-stopped or failed; rejected ones do not count).")
     strategy: str = opt("ppo", flag="--strategy", type=click.Choice(STRATEGY_CHOICES), group=STRATEGY)
     preset: str = opt("auto", flag="--preset", type=click.Choice(PRESET_CHOICES), group=PROXY,

@@ -90,7 +90,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-
 def parse_settings(items: tuple[str, ...], known: set[str], flag: str, sizes: tuple[str, ...] = ("crop",)) -> dict:
     """``KEY=VALUE`` pairs -> {KEY: value} for the setting names ``known`` (values as JSON; ``HxW`` for the
     ``sizes`` keys); a bad pair is a click usage error naming ``flag``."""

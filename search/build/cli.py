@@ -11,10 +11,10 @@ import json
 import click
 from segfactory.factory.commands.options import json_option, quiet_option, version
 from segfactory.search.cli import _Option, _SectionedGroup, options_from_cli, search_options
+from segfactory.search.options import MAX_BUDGET
 
 EXCLUDED = ("out", "max_minutes")  # the build's --out is the build's; --search-minutes is its search budget
 BUILD = "Build"
-UNBOUNDED = 10_000_000  # the largest --budget
 
 
 def _parse_set(items: tuple[str, ...]) -> dict:
@@ -85,7 +85,7 @@ def build(ctx: click.Context, out: str, search_minutes, train_minutes, epochs, p
 
     search, given = options_from_cli(ctx, kw, exclude=EXCLUDED)
     if search_minutes is not None and "budget" not in given:
-        search.budget = UNBOUNDED  # --search-minutes alone bounds the search
+        search.budget = MAX_BUDGET  # --search-minutes alone bounds the search
     options = BuildOptions(out=out, search=search, search_minutes=search_minutes, train_minutes=train_minutes,
                            epochs=epochs, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
                            from_search=from_search, baselines=baselines,
