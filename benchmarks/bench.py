@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.benchmarks.harness import FORMAT, measure_interleaved
-from segfactory.benchmarks.models import ModelSpec, make_runner, reference_names, torch_module
+from segfactory.benchmarks.models import TRTEXEC, ModelSpec, make_runner, reference_names, torch_module
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError
 
@@ -66,13 +66,13 @@ def run_bench(specs: Sequence[ModelSpec], *, backend: str, input_size: tuple[int
         from segfactory.export.tensorrt import require_tensorrt
 
         require_tensorrt()
-    elif backend == "trtexec":
+    elif backend == TRTEXEC:
         from segfactory.benchmarks.trtexec import find_trtexec
 
         find_trtexec()
     # the stack closes every runner made so far (also when a later one fails), before the folder goes
     with tempfile.TemporaryDirectory(prefix="segfactory-bench-") as tmp, ExitStack() as stack:
-        if backend == "trtexec":
+        if backend == TRTEXEC:
             return _run_trtexec(specs, Path(tmp), input_size, batch, precision, warmup_ms, min_seconds)
         runners = [stack.enter_context(make_runner(s, backend, input_size=input_size, batch=batch, threads=threads,
                                                    workdir=Path(tmp), device=device, precision=precision))

@@ -6,7 +6,12 @@ import json
 
 import click
 from segfactory.benchmarks.agent.options import device_agent_options
+from segfactory.benchmarks.models import DEFAULT_BACKEND, TRTEXEC, bench_backend_help, bench_backends
+from segfactory.benchmarks.targets import DEFAULT_TARGET, target_help, target_names
+from segfactory.export.api import PRECISIONS
+from segfactory.factory.commands.flags import option
 from segfactory.factory.commands.options import (
+    DEVICES,
     config_from_options,
     input_size_option,
     json_option,
@@ -14,30 +19,34 @@ from segfactory.factory.commands.options import (
     quiet_option,
     version,
 )
+from segfactory.factory.commands.types import Names
 from segfactory.factory.memory import BOUNDS_HELP
+from segfactory.factory.reference import REFERENCES
+from segfactory.factory.zoo import ZOO
 
-TARGETS_HELP = ("cpu | cuda | jetson-orin-nano | jetson-orin-nx | jetson-agx-orin | jetson-orin "
-                "(= jetson-orin-nano)")
+
+# The help texts below read the registries when shown, so that a name registered later is listed too
+def _named(names, help_of) -> str:
+    return "; ".join(f"{name}: {help_of(name)}" for name in names)
 
 
 @click.command()
 @click.argument("models", nargs=-1)
-@click.option("--arch", "archs", multiple=True, help="A zoo name (arch0, arch1, ...); repeatable.")
+@option("--arch", "archs", multiple=True, help=lambda: f"A zoo name ({', '.join(ZOO)}); repeatable.")
 @click.option("--checkpoint", "checkpoints", multiple=True, help="A model.pt; repeatable.")
 @model_config_options
-@click.option("--backend", type=click.Choice(["ort", "torch", "trt", "trtexec"]), default="ort", show_default=True,
-              help="ONNX Runtime CPU, PyTorch eager, TensorRT Python API, or the trtexec binary.")
+@option("--backend", type=Names(bench_backends), default=DEFAULT_BACKEND, show_default=True,
+        help=lambda: _named(bench_backends(), bench_backend_help) + ".")
 @input_size_option()
 @click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True,
               help=f"Images per inference. {BOUNDS_HELP}")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads (ort: intra-op, inter-op 1; torch: set_num_threads). Default: 1 for ort.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Engine precision for trt/trtexec (default fp16); ort/torch run the graph as it is.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True,
               help="Where the torch backend runs.")
-@click.option("--reference", is_flag=True,
-              help="Add torchvision's lraspp_mobilenet_v3_large and deeplabv3_mobilenet_v3_large.")
+@option("--reference", is_flag=True, help=lambda: f"Add the reference models: {_named(REFERENCES, REFERENCES.help)}.")
 @click.option("--rounds", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Interleaved rounds (each in a shuffled model order).")
 @click.option("--min-seconds", type=click.FloatRange(0), default=3.0, show_default=True,
@@ -61,7 +70,7 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
     config = config_from_options(num_classes, agg_size, sep_repeats, encoder_weights)
     specs = resolve_specs(models, archs, checkpoints, config, reference)
     if precision is None:
-        precision = "fp16" if backend in ("trt", "trtexec") or device_url else "fp32"
+        precision = "fp16" if backend in ("trt", TRTEXEC) or device_url else "fp32"
     if device_url:
         from segfactory.benchmarks.agent.remote_bench import bench_remote
 
@@ -78,7 +87,8 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
 
 
 @click.command()
-@click.option("--target", default="cpu", show_default=True, help=TARGETS_HELP)
+@option("--target", type=Names(target_names), default=DEFAULT_TARGET, show_default=True,
+        help=lambda: f"Latency target: {_named(target_names(), target_help().get)}.")
 @input_size_option()
 @click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="ONNX Runtime intra-op threads the table is measured (and valid) for.")
@@ -103,7 +113,7 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
               help="Profiled runs per bag of units (with --device-url: at least 50 iterations per unit).")
 @device_agent_options("Profile a jetson-* target on its device agent (segfactory agent serve): each unit is "
                       "exported here and measured there.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
               help="Engine precision on the device agent (with --device-url).")
 @json_option
 @quiet_option

@@ -70,9 +70,22 @@ def _safe(name: str) -> str:
 
 
 # Runner backends: name -> factory(spec, *, shape, threads, workdir, device, precision) -> Runner. trtexec is not
-# here: it times a whole run in a subprocess (benchmarks.trtexec.run_trtexec), not one inference at a time.
+# here: it times a whole run in a subprocess (benchmarks.trtexec.run_trtexec), not one inference at a time, so
+# it is a backend of `bench` (bench_backends) without being a runner.
 RunnerFactory = Callable[..., Any]
 RUNNERS: Registry[RunnerFactory] = Registry("runner backend")
+TRTEXEC = "trtexec"
+DEFAULT_BACKEND = "ort"  # ONNX Runtime CPU: runs wherever segfactory installs
+TRTEXEC_HELP = "the trtexec binary (whole runs, in a subprocess)"
+
+
+def bench_backends() -> list[str]:
+    """What ``bench --backend`` takes: every runner registered (now), then trtexec."""
+    return [*RUNNERS.names(), TRTEXEC]
+
+
+def bench_backend_help(name: str) -> str:
+    return TRTEXEC_HELP if name == TRTEXEC else RUNNERS.help(name)
 
 
 def _ort(provider: str) -> RunnerFactory:
@@ -115,7 +128,7 @@ def make_runner(spec: ModelSpec, backend: str, *, input_size: tuple[int, int], b
     The runner is a context manager: ``with make_runner(...) as runner:`` closes it.
     """
     if backend not in RUNNERS:
-        note = " (trtexec times whole runs: benchmarks.trtexec.run_trtexec)" if backend == "trtexec" else ""
+        note = f" ({TRTEXEC} times whole runs: benchmarks.trtexec.run_trtexec)" if backend == TRTEXEC else ""
         raise InputError(f"backend {backend!r} is not one of {', '.join(RUNNERS)}{note}")
     return RUNNERS.get(backend)(spec, shape=(batch, 3, *input_size), threads=threads, workdir=workdir,
                                 device=device, precision=precision)

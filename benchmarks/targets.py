@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from segfactory.factory.genotype import Genotype
 from segfactory.factory.registry import Registry
 
 ALIASES = {"jetson-orin": "jetson-orin-nano"}
+DEFAULT_TARGET = "cpu"  # this host: needs no device, table or agent
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,22 @@ def _export_bytes(genotype: Genotype, config: ModelConfig, input_size: tuple[int
 
 
 class Target:
-    """Base: caches latencies by (genotype key, config key, input size, batch)."""
+    """Base: caches latencies by (genotype key, config key, input size, batch). A subclass is registered in
+    :data:`TARGETS` under each name it serves; its class attributes say what it can do, for callers to read
+    (:func:`target_class`) before or instead of building one, so that no code branches on a target's name."""
 
     name = "target"
+    via_agent = False  # measured on a device agent (--device-url, profile --device-url, --verify-every)
+    takes_lut = False  # predicted from a lookup table (--lut)
+    profiled_here = False  # `segfactory profile` measures its table on this host
+    engines = False  # deployed as TensorRT engines (the build makes them where TensorRT is installed)
+    bench_backend: str | None = None  # times models on this host, beside a reference (None: through the target)
+
+    @classmethod
+    def create(cls, name: str, *, requested: str, lut, device_url, device_token_file, threads) -> Target:
+        """The target ``name`` from the user's options (``requested``: the name as typed, an alias say, for
+        messages); :func:`get_target` has refused the options the class attributes rule out."""
+        raise NotImplementedError
 
     def __init__(self) -> None:
         self._cache: dict[tuple, LatencyResult] = {}
@@ -89,6 +102,13 @@ class CpuTarget(LutMixin, Target):
     """This host through ONNX Runtime: measured (beside a reference, see :meth:`set_reference`) or a lut made here."""
 
     name = "cpu"
+    takes_lut = True
+    profiled_here = True
+    bench_backend = "ort"
+
+    @classmethod
+    def create(cls, name, *, requested, lut, device_url, device_token_file, threads):
+        return cls(lut=lut, threads=threads)
 
     def __init__(self, *, lut: str | Path | None = None, threads: int | None = None,
                  min_seconds: float = 1.0, warmup_ms: float = 200) -> None:
@@ -167,6 +187,10 @@ class CudaTarget(Target):
 
     name = "cuda"
 
+    @classmethod
+    def create(cls, name, *, requested, lut, device_url, device_token_file, threads):
+        return cls()  # the thread count is the CPU's, not this GPU's: it does not apply
+
     def __init__(self, *, precision: str = "fp16", min_seconds: float = 1.0) -> None:
         super().__init__()
         try:
@@ -200,6 +224,16 @@ class CudaTarget(Target):
 class JetsonTarget(LutMixin, Target):
     """A Jetson Orin module; the sources by the options given (module docstring): --device-url alone measures,
     --lut predicts (roofline estimate for a candidate the table cannot cover), both fill the table lazily."""
+
+    via_agent = True
+    takes_lut = True
+    engines = True
+
+    @classmethod
+    def create(cls, name, *, requested, lut, device_url, device_token_file, threads):
+        if threads is not None:
+            raise InputError(f"target {requested} takes no thread count (it is a GPU target)")
+        return cls(name, lut=lut, device_url=device_url, device_token_file=device_token_file)
 
     def __init__(self, name: str, *, lut: str | Path | None = None, device_url: str | None = None,
                  device_token_file: str | None = None, precision: str = "fp16") -> None:
@@ -328,44 +362,40 @@ def warn(message: str) -> None:
         print(f"WARNING: {message}", file=sys.stderr)
 
 
-# name -> factory(name, *, requested, lut, device_url, device_token_file, threads) -> Target; ``requested`` is the
-# name as the user typed it (an alias, say), for messages. Each factory refuses the options that do not apply.
-TargetFactory = Callable[..., Target]
-TARGETS: Registry[TargetFactory] = Registry("target")
+# name -> the Target class that serves it (a class may serve several names: the Jetson modules).
+TARGETS: Registry[type[Target]] = Registry("target")
+TARGETS.register("cpu", CpuTarget, help="this host, ONNX Runtime CPU (measured; 1 thread by default) or --lut")
+TARGETS.register("cuda", CudaTarget, help="a local CUDA GPU (TensorRT, else ONNX Runtime CUDA, else torch), measured")
+TARGETS.register("jetson-orin-nano", JetsonTarget, help="Jetson Orin Nano 8GB, MAXN_SUPER: agent URL, --lut, or estimated")
+TARGETS.register("jetson-orin-nx", JetsonTarget, help="Jetson Orin NX 16GB, MAXN: agent URL, --lut, or estimated")
+TARGETS.register("jetson-agx-orin", JetsonTarget, help="Jetson AGX Orin 64GB, MAXN: agent URL, --lut, or estimated")
 
 
-@TARGETS.register("cpu", help="this host, ONNX Runtime CPU (measured; 1 thread by default) or --lut")
-def _cpu(name: str, *, requested: str, lut, device_url, device_token_file, threads) -> Target:
-    if device_url is not None:
-        raise InputError(f"target {requested} is measured on this host; --device-url is for jetson-* targets")
-    return CpuTarget(lut=lut, threads=threads)
-
-
-@TARGETS.register("cuda", help="a local CUDA GPU (TensorRT, else ONNX Runtime CUDA, else torch), measured")
-def _cuda(name: str, *, requested: str, lut, device_url, device_token_file, threads) -> Target:
-    if device_url is not None:
-        raise InputError(f"target {requested} is measured on this host; --device-url is for jetson-* targets")
-    if lut is not None:
-        raise InputError("target cuda is measured directly; --lut is for cpu and jetson-* targets")
-    return CudaTarget()
-
-
-def _jetson(name: str, *, requested: str, lut, device_url, device_token_file, threads) -> Target:
-    if threads is not None:
-        raise InputError(f"target {requested} takes no thread count (it is a GPU target)")
-    return JetsonTarget(name, lut=lut, device_url=device_url, device_token_file=device_token_file)
-
-
-TARGETS.register("jetson-orin-nano", _jetson, help="Jetson Orin Nano 8GB, MAXN_SUPER: agent URL, --lut, or estimated")
-TARGETS.register("jetson-orin-nx", _jetson, help="Jetson Orin NX 16GB, MAXN: agent URL, --lut, or estimated")
-TARGETS.register("jetson-agx-orin", _jetson, help="Jetson AGX Orin 64GB, MAXN: agent URL, --lut, or estimated")
-
-# Every name a user may type (aliases last) -> one line of help.
-TARGET_HELP = {**{n: TARGETS.help(n) for n in TARGETS}, **{a: f"alias of {t}" for a, t in ALIASES.items()}}
+def target_help() -> dict[str, str]:
+    """Every name a user may type (aliases last) -> one line of help; read now, so later registrations count."""
+    return {**{n: TARGETS.help(n) for n in TARGETS}, **{a: f"alias of {t}" for a, t in ALIASES.items()}}
 
 
 def target_names() -> list[str]:
-    return list(TARGET_HELP)
+    return list(target_help())
+
+
+def canonical_target(name: str) -> str:
+    """The registered name ``name`` stands for (an alias resolved); InputError listing the names if none."""
+    canonical = ALIASES.get(name, name)
+    if canonical not in TARGETS:
+        raise InputError(f"unknown target {name!r}; valid targets: {', '.join(target_names())}")
+    return canonical
+
+
+def target_class(name: str) -> type[Target]:
+    """The class serving target ``name`` (an alias too): its attributes say what the target can do."""
+    return TARGETS.get(canonical_target(name))
+
+
+def targets_with(attribute: str) -> str:
+    """The targets whose class has ``attribute`` set, for messages ("--lut is for cpu, jetson-orin-nano, ...")."""
+    return ", ".join(n for n in TARGETS if getattr(TARGETS.get(n), attribute))
 
 
 def get_target(name: str, *, lut: str | Path | None = None, device_url: str | None = None,
@@ -373,20 +403,24 @@ def get_target(name: str, *, lut: str | Path | None = None, device_url: str | No
                verify_every: int | None = None) -> Target:
     """The target called ``name`` (see the module docstring); unknown names raise :class:`InputError`.
 
-    ``verify_every`` N (a jetson-* target with both ``lut`` and ``device_url``): every Nth predicted candidate
-    is also measured whole on the device and the prediction's error logged."""
-    canonical = ALIASES.get(name, name)
-    if canonical not in TARGETS:
-        raise InputError(f"unknown target {name!r}; valid targets: {', '.join(target_names())}")
+    ``verify_every`` N (a target measured on a device agent, with both ``lut`` and ``device_url``): every Nth
+    predicted candidate is also measured whole on the device and the prediction's error logged."""
+    canonical = canonical_target(name)
+    cls = TARGETS.get(canonical)
     if threads is not None and threads < 1:
         raise InputError(f"threads={threads} must be at least 1")
-    if verify_every is not None and (not canonical.startswith("jetson-") or lut is None or device_url is None):
-        raise InputError(f"--verify-every needs a jetson-* target with both --lut and --device-url (got target "
+    if device_url is not None and not cls.via_agent:
+        raise InputError(f"target {name} is measured on this host; --device-url is for {targets_with('via_agent')}")
+    if lut is not None and not cls.takes_lut:
+        raise InputError(f"target {name} is measured directly; --lut is for {targets_with('takes_lut')}")
+    if verify_every is not None and (lut is None or device_url is None):  # both: a target that takes them
+        raise InputError(f"--verify-every needs a target measured on a device agent ({targets_with('via_agent')}) "
+                         f"with both --lut and --device-url (got target "
                          f"{name}{', --lut' if lut else ''}{', --device-url' if device_url else ''})")
     if verify_every is not None and verify_every < 1:
         raise InputError(f"--verify-every {verify_every} must be at least 1")
-    target = TARGETS.get(canonical)(canonical, requested=name, lut=lut, device_url=device_url,
-                                    device_token_file=device_token_file, threads=threads)
+    target = cls.create(canonical, requested=name, lut=lut, device_url=device_url,
+                        device_token_file=device_token_file, threads=threads)
     if verify_every is not None:
         target.verify_every = verify_every
     return target

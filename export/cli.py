@@ -6,6 +6,7 @@ import json
 
 import click
 from segfactory.export.api import FORMATS, PRECISIONS, ExportOptions
+from segfactory.export.onnx import EXPORTERS, INPUT_DTYPES, OUTPUTS
 from segfactory.factory.commands.options import (
     MODEL_CONFIG_PARAMS,
     config_from_options,
@@ -44,11 +45,11 @@ SPEC_HELP = "Real images for parity, calibration and mIoU: camvid:PATH, cityscap
 @click.option("--data", default=None, help=SPEC_HELP)
 @click.option("--calib-images", type=click.IntRange(1, 100000), default=_default("calib_images"), show_default=True,
               help="INT8 calibration images (from the train split of --data).")
-@click.option("--output", type=click.Choice(["logits", "labels"]), default=_default("output"), show_default=True,
+@click.option("--output", type=click.Choice(OUTPUTS), default=_default("output"), show_default=True,
               help="labels: argmax in the graph (uint8 N,H,W).")
-@click.option("--input", "input_dtype", type=click.Choice(["float", "uint8"]), default=_default("input_dtype"),
+@click.option("--input", "input_dtype", type=click.Choice(INPUT_DTYPES), default=_default("input_dtype"),
               show_default=True, help="uint8: RGB input with the normalisation in the graph.")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default=_default("exporter"),
+@click.option("--exporter", type=click.Choice(EXPORTERS), default=_default("exporter"),
               show_default=True, help="torch.onnx exporter.")
 @click.option("--out", required=True, type=click.Path(), help="Output FILE (model.onnx, or model.engine for trt).")
 @json_option

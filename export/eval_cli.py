@@ -19,6 +19,7 @@ from segfactory.factory.commands.options import (
     version,
 )
 from segfactory.factory.commands.train import SPEC_HELP
+from segfactory.factory.datasets import SPLITS
 
 
 def open_onnx(path: Path):
@@ -33,7 +34,7 @@ def open_onnx(path: Path):
 @click.option("--model", "model_file", type=click.Path(dir_okay=False), default=None,
               help="An ONNX model (run with ONNX Runtime).")
 @click.option("--data", required=True, help=SPEC_HELP)
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(SPLITS), default="val", show_default=True)
 @click.option("--num-classes", type=click.IntRange(1, 1000), default=None,
               help="Classes of folder: data (default: the model's).")
 @click.option("--ignore-index", type=int, default=None, help="Ignore label of folder: data (default 255).")

@@ -1,8 +1,8 @@
 """Branch ops and merges of the template decoder, in name-keyed registries (method.md §2.2-2.3).
 
 Every op factory has one signature, ``(c_in, c_out, stride, sep_repeats) -> nn.Module``; every merge factory
-``(c_a, c_b, shrink) -> nn.Module`` and its module takes two tensors. Names match
-:data:`segfactory.factory.genotype.OP_NAMES` and ``MERGE_NAMES``.
+``(c_a, c_b, shrink) -> nn.Module`` and its module takes two tensors. The names are those of
+:data:`segfactory.factory.genotype.OP_NAMES` and ``MERGE_NAMES``, taken from there (see the end of this module).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from segfactory.factory.genotype import MERGE_NAMES, OP_NAMES
 from segfactory.factory.registry import Registry
 from torch import Tensor, nn
 
@@ -75,11 +76,6 @@ def _sep(kernel: int, dilation: int) -> OpFactory:
     return make
 
 
-register_op("sep_conv_3x3")(_sep(3, 1))
-register_op("sep_conv_5x5")(_sep(5, 1))
-register_op("sep_conv_5x5_dil6")(_sep(5, 6))
-
-
 class GlobalPoolBranch(nn.Module):
     """Spatial mean -> 1x1 conv -> BN -> ReLU -> upsample back to the input's HxW. Ignores the stride."""
 
@@ -92,12 +88,10 @@ class GlobalPoolBranch(nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_op("global_average_pool")
 def _gap(c_in: int, c_out: int, stride: int, sep_repeats: int) -> nn.Module:
     return GlobalPoolBranch(c_in, c_out)
 
 
-@register_op("max_pool_3x3")
 def _max_pool(c_in: int, c_out: int, stride: int, sep_repeats: int) -> nn.Module:
     # 1x1 conv + BN (no ReLU) first, so the channel count can change before pooling.
     return nn.Sequential(conv_bn(c_in, c_out, relu=False), nn.MaxPool2d(3, stride, 1))
@@ -116,7 +110,6 @@ class ChannelTile(nn.Module):
         return x if self.times == 1 else x.repeat(1, self.times, 1, 1)
 
 
-@register_op("skip_connect")
 def _skip(c_in: int, c_out: int, stride: int, sep_repeats: int) -> nn.Module:
     return ChannelTile(c_in, c_out)
 
@@ -169,5 +162,11 @@ class ConcatReduce(Merge):
         return self.reduce(torch.cat([a, b], dim=1))
 
 
-register_merge("psum")(ParametricSum)
-register_merge("cat")(ConcatReduce)
+# ---- registration ----------------------------------------------------------------------------------------------
+# An op's name and id (its index) are the genotype's format, written once in factory.genotype (which imports no
+# torch, so it cannot read this registry): the registries take the names from there, one factory per name in
+# that order; zip(strict=True) refuses a name without a factory or a factory without a name.
+for _name, _factory in zip(OP_NAMES, (_sep(3, 1), _sep(5, 1), _gap, _max_pool, _sep(5, 6), _skip), strict=True):
+    register_op(_name)(_factory)
+for _name, _factory in zip(MERGE_NAMES, (ParametricSum, ConcatReduce), strict=True):
+    register_merge(_name)(_factory)

@@ -13,6 +13,7 @@ Callers whose users type the name (``--strategy``, ``--target``, ``--backend``) 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Generic, TypeVar, overload
 
 T = TypeVar("T")
@@ -42,6 +43,16 @@ class Registry(Mapping[str, T], Generic[T]):
             return entry
 
         return add if obj is None else add(obj)
+
+    @contextmanager
+    def temporary(self, name: str, obj: T, *, help: str = "") -> Iterator[T]:
+        """``obj`` under ``name`` for the ``with`` block only: a test's throwaway entry leaves the registry as it
+        found it (registries are otherwise append-only, so no caller sees a name vanish)."""
+        self.register(name, obj, help=help)
+        try:
+            yield obj
+        finally:
+            del self._entries[name], self._help[name]
 
     def get(self, name: str) -> T:  # type: ignore[override] - a miss raises instead of returning a default
         """The entry called ``name``; :class:`KeyError` listing the known names when there is none."""

@@ -150,27 +150,20 @@ class _Candidate:
 
     def stage2(self) -> None:
         """Encoder and decoder end to end on augmented crops; scored after every epoch."""
-        from segfactory.factory.training import (
-            PolyakAverage,
-            TrainStep,
-            make_optimizer,
-            make_train_loader,
-            poly_factor,
-            set_epoch,
-        )
+        from segfactory.factory.training import Recipe, make_train_loader, set_epoch
+        from segfactory.factory.training.loop import make_step
 
         s, data, model = self.s, self.data, self.model
-        enc, dec = list(model.encoder.parameters()), list(model.decoder.parameters())
         loader = make_train_loader(data.train, data.config, s.crop, s.stage2_batch, s.workers, self.seed, s.scale,
                                    pin_memory=self.device == "cuda")
         per_epoch = min(len(loader), s.stage2_steps) if s.stage2_steps is not None else len(loader)
-        average = PolyakAverage(model, s.stage2_polyak, planned_steps=per_epoch * s.stage2_epochs)
-        optimizer = make_optimizer("adam", [{"params": enc, "lr": s.stage2_enc_lr},
-                                            {"params": dec, "lr": s.stage2_dec_lr}], s.weight_decay)
         planned = per_epoch * s.stage2_epochs
-        lr_factor = (lambda p: poly_factor(p, 0.9)) if s.stage2_schedule == "poly" else (lambda p: 1.0)
-        step = TrainStep(lambda x: model(x, native=True), [enc, dec], optimizer, ignore_index=data.ignore_index,
-                         lr_factor=lr_factor, average=average, averaged=model, grad_clip=s.grad_clip, amp=self.amp)
+        # segfactory train's step, with the proxy's settings as its recipe (Adam, loss at the head's resolution;
+        # the poly schedule's power is the recipes')
+        recipe = Recipe(optimizer="adam", encoder_lr=s.stage2_enc_lr, decoder_lr=s.stage2_dec_lr,
+                        weight_decay=s.weight_decay, schedule=s.stage2_schedule, grad_clip=s.grad_clip,
+                        loss_at="native", polyak=s.stage2_polyak)
+        step = make_step(model, recipe, data.ignore_index, planned, amp=self.amp)
         done = 0
         for epoch in range(s.stage2_epochs):
             t = time.monotonic()

@@ -19,7 +19,10 @@ from typing import Any
 from segfactory.benchmarks.agent.settings import MeasureSettings
 from segfactory.factory.errors import InputError, RunError
 
-AGENT_BACKENDS = ("auto", "trtexec", "trt", "ort")
+AUTO = "auto"  # not a backend: select_backend takes the first of MEASURING_BACKENDS that runs here
+# name -> what it is, in auto's order of preference
+MEASURING_BACKENDS = {"trtexec": "the trtexec binary", "trt": "the TensorRT Python API", "ort": "ONNX Runtime"}
+AGENT_BACKENDS = (AUTO, *MEASURING_BACKENDS)  # what `agent serve --backend` takes
 
 
 def _has_trtexec() -> bool:
@@ -47,10 +50,10 @@ def backend_available(name: str) -> str | None:
     raise InputError(f"backend {name!r} is not one of {', '.join(AGENT_BACKENDS)}")
 
 
-def select_backend(name: str = "auto") -> str:
+def select_backend(name: str = AUTO) -> str:
     """The concrete backend for ``name`` (auto: trtexec, else trt, else ort); RunError when it cannot run here."""
-    if name == "auto":
-        for candidate in ("trtexec", "trt", "ort"):
+    if name == AUTO:
+        for candidate in MEASURING_BACKENDS:
             if backend_available(candidate) is None:
                 return candidate
         raise RunError("no measuring backend here: install TensorRT (trtexec) or onnxruntime")

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import click
+from segfactory.benchmarks.agent.backends import AGENT_BACKENDS, AUTO, MEASURING_BACKENDS
 from segfactory.benchmarks.agent.limits import ACTIVATION_FACTOR, MEMORY_FRACTION
 from segfactory.benchmarks.agent.settings import LIMITS, MAX_SIDE
 from segfactory.factory.commands.options import version
@@ -34,8 +35,9 @@ def agent() -> None:
 @click.option("--port", default=8765, show_default=True, type=int, help="TCP port (0: any free port).")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="File holding the bearer token clients must send (chmod 600).")
-@click.option("--backend", type=click.Choice(["auto", "trtexec", "trt", "ort"]), default="auto", show_default=True,
-              help="auto: trtexec where present, else the TensorRT Python API, else ONNX Runtime.")
+@click.option("--backend", type=click.Choice(AGENT_BACKENDS), default=AUTO, show_default=True,
+              help=f"{AUTO}: the first that runs here of " + ", ".join(f"{name} ({what})" for name, what in
+                                                                        MEASURING_BACKENDS.items()) + ".")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep results here too (by model sha256 and settings), across restarts.")
 @click.option("--queue-limit", default=32, show_default=True, type=int,
@@ -47,8 +49,9 @@ def agent() -> None:
 @version
 def serve(host: str, port: int, token_file: Path | None, backend: str, cache_dir: Path | None, queue_limit: int,
           insecure_loopback: bool, max_body_mb: float, timeout_s: float) -> None:
-    from segfactory.benchmarks.agent.server import AgentConfig, read_token
+    from segfactory.benchmarks.agent.config import AgentConfig
     from segfactory.benchmarks.agent.server import serve as serve_agent
+    from segfactory.benchmarks.agent.settings import read_token
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = AgentConfig(host=host, port=port, token=read_token(token_file) if token_file else None,

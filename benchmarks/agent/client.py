@@ -1,34 +1,35 @@
 """Client of the device agent, used by ``search``, ``bench`` and ``profile`` with ``--device-url``.
 
-Standard library only (``http.client``). Connection errors and 503 (queue full) are retried with
-exponential back-off (honouring ``Retry-After``); every failure ends as one line: InputError for what the
-caller sent (401 token, 400 model or settings, 413 size), RunError for an unreachable or failing device.
-The first contact with an agent URL (in this process) checks that it speaks this client's protocol
-(``settings.PROTOCOL``, reported in /v1/health); another version is a RunError saying which side to upgrade.
+Requests go through urllib3, whose :class:`~urllib3.util.Retry` retries connection errors and 503 (queue full)
+with exponential back-off, honouring ``Retry-After`` (:class:`_Retry` says how this client's schedule differs
+from urllib3's). Every failure ends as one line: InputError for what the caller sent (401 token, 400 model or
+settings, 413 size), RunError for an unreachable or failing device. The first contact with an agent URL (in
+this process) checks that it speaks this client's protocol (``settings.PROTOCOL``, reported in /v1/health);
+another version is a RunError saying which side to upgrade.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from segfactory.benchmarks.agent.settings import PROTOCOL, MeasureSettings
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.io import atomic_write_json
+from urllib3.exceptions import HTTPError, MaxRetryError, ReadTimeoutError
+from urllib3.util.retry import Retry
 
 TIMEOUT_S = 1800.0  # an engine build on an Orin Nano takes minutes, and the request may queue behind others
 CONNECT_TIMEOUT_S = 10.0
 RETRIES = 5
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
-# connection refused/reset, DNS failures, connect timeouts, a connection closed before a whole answer
-_RETRYABLE = (OSError, http.client.HTTPException)
 _PROTOCOL_CHECKED: set[str] = set()  # agent URLs that answered this client's protocol (in this process)
 
 
@@ -39,55 +40,74 @@ def read_token_file(path: str | Path | None) -> str | None:
     return None if path is None else read_token(path, "--device-token-file")
 
 
-def _split(url: str) -> tuple[str, str, int, str]:
+def _root(url: str) -> str:
+    """``url`` checked (an http(s)://HOST[:PORT][/PATH] URL), without a trailing slash."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InputError(f"--device-url {url!r} is not an http(s)://HOST:PORT URL")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        parts.port  # noqa: B018 - parsed on access: a bad port raises here
     except ValueError:
         raise InputError(f"--device-url {url!r} has a bad port") from None
-    return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
-class _Busy(Exception):
-    def __init__(self, retry_after: float | None, message: str) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class _Retry(Retry):
+    """urllib3's Retry with this client's schedule, which urllib3 does not offer as settings: the first retry
+    already waits ``backoff_factor`` (urllib3 retries at once, but a full queue is still full), and a
+    ``Retry-After`` (the agent sends 2 s with its 503) lengthens a wait but never shortens it, capped at
+    ``backoff_max``. A read timeout is not retried: the measurement outlived ``timeout_s`` and would again."""
+
+    def get_backoff_time(self) -> float:
+        failures = len(self.history)
+        return 0.0 if failures == 0 else min(self.backoff_max, self.backoff_factor * 2 ** (failures - 1))
+
+    def sleep_for_retry(self, response) -> bool:
+        after = self.get_retry_after(response)
+        if not after:
+            return False
+        time.sleep(max(self.get_backoff_time(), min(self.backoff_max, after)))
+        return True
+
+    def increment(self, *args: Any, error: Exception | None = None, **kwargs: Any) -> Retry:
+        if isinstance(error, ReadTimeoutError):
+            raise error
+        return super().increment(*args, error=error, **kwargs)
 
 
-def _once(url: str, method: str, endpoint: str, body: bytes | None, token: str | None,
-          connect_timeout_s: float, timeout_s: float) -> dict[str, Any]:
-    scheme, host, port, base = _split(url)
-    cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-    conn = cls(host, port, timeout=connect_timeout_s)
+def _request(url: str, method: str, endpoint: str, body: bytes | None, token: str | None, *,
+             timeout_s: float, connect_timeout_s: float, retries: int, backoff_s: float) -> dict[str, Any]:
+    """One request with up to ``retries`` retries on connection errors and 503, exponential back-off."""
     headers = {"Accept": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     if body is not None:
         headers["Content-Type"] = "application/octet-stream"
+    # POST too (allowed_methods=None): a request refused as busy, or whose connection failed, is sent again;
+    # after the last 503 the answer itself comes back (raise_on_status=False), to be reported as busy below
+    retry = _Retry(total=retries, redirect=False, allowed_methods=None, status_forcelist={503},
+                   backoff_factor=backoff_s, backoff_max=MAX_BACKOFF_S, raise_on_status=False)
+    timeout = urllib3.Timeout(connect=connect_timeout_s, read=timeout_s)  # read: the answer comes when measured
     try:
-        conn.connect()
-        conn.sock.settimeout(timeout_s)  # the answer comes only when the measurement is done
-        try:
-            conn.request(method, base + endpoint, body=body, headers=headers)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the agent may have refused early (401/413) and closed; its answer can still be read
-        try:
-            resp = conn.getresponse()
-            raw = resp.read()
-        except TimeoutError:
-            raise RunError(f"device agent at {url} gave no answer within {timeout_s:g} s") from None
-    finally:
-        conn.close()
+        with urllib3.PoolManager(retries=retry, timeout=timeout) as pool:  # one connection per request
+            resp = pool.request(method, _root(url) + endpoint, body=body, headers=headers, redirect=False)
+    except ReadTimeoutError:
+        raise RunError(f"device agent at {url} gave no answer within {timeout_s:g} s") from None
+    except MaxRetryError as e:
+        last = f"{type(e.reason).__name__}: {e.reason}".strip().rstrip(":")
+        raise RunError(f"device agent at {url} is unreachable after {retries + 1} attempts ({last}); "
+                       "is 'segfactory agent serve' running there, and is the URL right?") from None
+    except HTTPError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise RunError(f"device agent at {url}: {type(e).__name__}: {first}") from None
+    raw = resp.data
     try:
         payload = json.loads(raw.decode("utf-8")) if raw else {}
     except (UnicodeDecodeError, ValueError):
         payload = {"error": raw[:200].decode("utf-8", "replace")}
     message = payload.get("error", f"HTTP {resp.status}") if isinstance(payload, dict) else f"HTTP {resp.status}"
     if resp.status == 503:
-        retry_after = resp.getheader("Retry-After")
-        raise _Busy(float(retry_after) if retry_after and retry_after.isdigit() else None, message)
+        raise RunError(f"device agent at {url} stayed busy after {retries + 1} attempts (busy: {message})")
     if resp.status == 401:
         raise InputError(f"device agent at {url} refused the token (401): check --device-token-file")
     if resp.status in (400, 404, 411, 413, 415, 417):
@@ -95,30 +115,6 @@ def _once(url: str, method: str, endpoint: str, body: bytes | None, token: str |
     if resp.status != 200 or not isinstance(payload, dict):
         raise RunError(f"device agent at {url}: {message} ({resp.status})")
     return payload
-
-
-def _request(url: str, method: str, endpoint: str, body: bytes | None, token: str | None, *,
-             timeout_s: float, connect_timeout_s: float, retries: int, backoff_s: float,
-             sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """One request with up to ``retries`` retries on connection errors and 503, exponential back-off."""
-    last = ""
-    for attempt in range(retries + 1):
-        delay = min(MAX_BACKOFF_S, backoff_s * (2 ** attempt))
-        try:
-            return _once(url, method, endpoint, body, token, connect_timeout_s, timeout_s)
-        except _Busy as e:
-            last = f"busy: {e}"
-            delay = max(delay, min(MAX_BACKOFF_S, e.retry_after or 0.0))
-        except (InputError, RunError):
-            raise
-        except _RETRYABLE as e:
-            last = f"{type(e).__name__}: {e}".strip().rstrip(":")
-        if attempt < retries:
-            sleep(delay)
-    if last.startswith("busy"):
-        raise RunError(f"device agent at {url} stayed busy after {retries + 1} attempts ({last})")
-    raise RunError(f"device agent at {url} is unreachable after {retries + 1} attempts ({last}); "
-                   "is 'segfactory agent serve' running there, and is the URL right?")
 
 
 def health(url: str, token_file: str | Path | None, *, timeout_s: float = 30.0, retries: int = 2,

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from segfactory.benchmarks.agent.backends import AUTO
 from segfactory.factory.errors import InputError
 
 MAX_BODY_CAP_MB = 2047  # onnx.checker cannot take a serialized model of 2 GiB or more
@@ -18,7 +19,7 @@ class AgentConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
-    backend: str = "auto"
+    backend: str = AUTO
     cache_dir: Path | None = None
     queue_limit: int = 32
     insecure_loopback: bool = False

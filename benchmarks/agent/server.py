@@ -36,18 +36,9 @@ from segfactory.benchmarks.agent.backends import (
     worker_environment,
 )
 from segfactory.benchmarks.agent.cache import ResultCache
-from segfactory.benchmarks.agent.config import (  # noqa: F401 - re-exported (tests, the CLI, scripts)
-    MAX_BODY_CAP_MB,
-    AgentConfig,
-    check_config,
-    is_loopback,
-)
+from segfactory.benchmarks.agent.config import AgentConfig, check_config
 from segfactory.benchmarks.agent.onnx_check import OnnxInfo, inspect_onnx, sha256_hex
-from segfactory.benchmarks.agent.settings import (  # noqa: F401 - read_token re-exported for the CLI
-    PROTOCOL,
-    MeasureSettings,
-    read_token,
-)
+from segfactory.benchmarks.agent.settings import PROTOCOL, MeasureSettings
 from segfactory.factory.errors import InputError, RunError, SegfactoryError
 
 log = logging.getLogger("segfactory.agent")

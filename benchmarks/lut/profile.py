@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segfactory.benchmarks.lut.protocol import FIT_SEED_BASE, fit_genotypes  # noqa: F401 - re-exported
 from segfactory.benchmarks.lut.table import FORMAT, Lut, fit_overhead, units_by_frequency
 from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError
@@ -87,29 +86,30 @@ def run_profile(target: str, config: ModelConfig, input_size: tuple[int, int], o
     """Measure every unit the search space can produce (most frequent first), re-measure the slow ones, then
     fit the predictor on ``fit_models`` whole genotypes and choose its form on ``select_models`` more.
 
-    With ``device_url`` (jetson-* targets) the units are measured on that device agent (lut_remote)."""
-    from segfactory.benchmarks.targets import ALIASES, TARGET_HELP
+    With ``device_url`` (a target measured on a device agent) the units are measured there (lut.remote)."""
+    from segfactory.benchmarks.targets import canonical_target, target_class, targets_with
     from segfactory.factory.io import check_writable
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     check_writable(out, "--out")  # before any unit is measured
-    name = ALIASES.get(target, target)
-    if name not in TARGET_HELP:
-        raise InputError(f"unknown target {target!r}; valid targets: {', '.join(TARGET_HELP)}")
+    name = canonical_target(target)
+    kind = target_class(name)
     if threads < 1:
         raise InputError(f"--threads {threads} must be at least 1")
     if device_url is not None:
-        if not name.startswith("jetson-"):
-            raise InputError(f"target {name} is profiled on this host; --device-url is for jetson-* targets")
+        if not kind.via_agent:
+            raise InputError(f"target {name} is profiled on this host; --device-url is for "
+                             f"{targets_with('via_agent')}")
         from segfactory.benchmarks.lut.remote import run_remote_profile
 
         return run_remote_profile(name, config, input_size, out, device_url=device_url,
                                   token_file=device_token_file, precision=precision, threads=threads,
                                   fit_models=fit_models, select_models=select_models, seed=seed, minutes=minutes,
                                   iterations=max(runs, 50), progress=progress, log=log)
-    if name != "cpu":
+    if not kind.profiled_here:
         raise RunError(f"profiling {name} needs measurements on that device: run 'segfactory agent serve' there "
-                       "and give --device-url (and --device-token-file); only --target cpu is profiled locally")
+                       "and give --device-url (and --device-token-file); only --target "
+                       f"{targets_with('profiled_here')} is profiled locally")
     out = Path(out)
     lut = open_lut(out, config, input_size, threads)
     t0, wall0 = time.monotonic(), time.time()

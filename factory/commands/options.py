@@ -75,15 +75,21 @@ def quiet_option(f):
     return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(f)
 
 
+# Where torch runs: not a registry (torch names the devices), but one list that every --device flag reads.
+DEVICES = ("cpu", "cuda")
+AUTO_DEVICE = "auto"  # CUDA where present (resolve_device)
+DEVICE_CHOICES = (AUTO_DEVICE, *DEVICES)
+
+
 def device_option(f):
-    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+    return click.option("--device", type=click.Choice(DEVICE_CHOICES), default=AUTO_DEVICE,
                         show_default=True, help="Where the model runs; auto takes CUDA where present.")(f)
 
 
 def resolve_device(device: str) -> str:
     import torch
 
-    if device == "auto":
+    if device == AUTO_DEVICE:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA device is available")

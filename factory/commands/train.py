@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import click
+from segfactory.factory.commands.flags import option
 from segfactory.factory.commands.options import (
     device_option,
     model_config_options,
@@ -14,7 +15,10 @@ from segfactory.factory.commands.options import (
     resolve_device,
     version,
 )
+from segfactory.factory.commands.types import Names
 from segfactory.factory.memory import BOUNDS_HELP
+from segfactory.factory.reference import REFERENCES
+from segfactory.factory.zoo import ZOO
 
 SPEC_HELP = "Data: camvid:PATH, cityscapes:PATH, folder:PATH (images/ + masks/) or camvid-mini."
 
@@ -24,15 +28,27 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-RECIPE_HELP = ("Training recipe (its settings are the defaults below): adam-poly = the paper's Adam, poly decay, "
-               "256x256 crops, scale 0.5-2, loss at the head's resolution; adamw-poly = AdamW 2e-3, weight decay "
-               "1e-4, poly decay, 240x320 crops, scale 0.5-1, loss at the input's resolution.")
+def _recipes():
+    """factory.training.recipes, imported when a flag is parsed or its help shown (the training package imports
+    torch, which listing the commands should not)."""
+    from segfactory.factory.training import recipes
+
+    return recipes
+
+
+def _recipe_help() -> str:
+    recipes = _recipes()
+    named = "; ".join(f"{name} = {recipes.RECIPES.help(name)}" for name in recipes.RECIPES)
+    return f"Training recipe (its settings are the defaults below): {named}.  [default: {recipes.DEFAULT_RECIPE}]"
+
+
+def _arch_help() -> str:
+    return (f"A zoo name ({', '.join(ZOO)}), a reference model ({', '.join(REFERENCES)}, trained from scratch), "
+            "a genotype JSON or a search's best.json.")
 
 
 @click.command("train")
-@click.option("--arch", required=True,
-              help="A zoo name (arch0, arch1), a reference model (lraspp_mobilenet_v3_large, trained from scratch), "
-                   "a genotype JSON or a search's best.json.")
+@option("--arch", required=True, help=_arch_help)
 @click.option("--data", required=True, help=SPEC_HELP)
 @click.option("--epochs", type=click.IntRange(1, 100000), default=None,
               help="Epochs to train [default: 30 unless --minutes].")
@@ -42,21 +58,22 @@ RECIPE_HELP = ("Training recipe (its settings are the defaults below): adam-poly
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @model_config_options
 @click.option("--ignore-index", type=int, default=None, help="Ignore label of folder: data (default 255).")
-@click.option("--recipe", type=click.Choice(["adam-poly", "adamw-poly"]), default="adam-poly", show_default=True,
-              help=RECIPE_HELP)
+@option("--recipe", type=Names(lambda: _recipes().RECIPES.names()), default=None, help=_recipe_help)
 @click.option("--crop", default=None, callback=parse_size_option,
               help=f"Training crop HxW (smaller images are padded with ignore) [the recipe's]. {BOUNDS_HELP}")
 @click.option("--scale", nargs=2, type=float, default=None, help="Random scale range [the recipe's].")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Crops per step, bounded by memory with --crop [the recipe's: 8].")
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=None,
-              help="adam (coupled L2), adamw (decoupled weight decay) or sgd (momentum 0.9) [the recipe's].")
+@option("--optimizer", type=Names(lambda: _recipes().OPTIMIZERS), default=None,
+        help=lambda: "adam (coupled L2), adamw (decoupled weight decay) or sgd (momentum "
+                     f"{_recipes().Recipe.momentum:g}) [the recipe's].")
 @click.option("--encoder-lr", type=float, default=None, help="Encoder (backbone) learning rate [the recipe's].")
 @click.option("--decoder-lr", type=float, default=None, help="Decoder (head) learning rate [the recipe's].")
 @click.option("--weight-decay", type=float, default=None, help="[the recipe's]")
-@click.option("--schedule", type=click.Choice(["poly", "constant"]), default=None,
-              help="Learning-rate schedule: poly decay (power 0.9) over the epochs or minutes [the recipe's: poly].")
-@click.option("--loss-at", type=click.Choice(["native", "output"]), default=None,
+@option("--schedule", type=Names(lambda: _recipes().SCHEDULES), default=None,
+        help=lambda: f"Learning-rate schedule: poly decay (power {_recipes().POLY_POWER:g}) over the epochs or "
+                     "minutes [the recipe's: poly].")
+@click.option("--loss-at", type=Names(lambda: _recipes().LOSS_AT), default=None,
               help="Cross-entropy at the head's resolution or at the input's [the recipe's].")
 @click.option("--grad-clip", type=float, default=None,
               help="Max gradient norm, encoder and decoder separately, 0: off [the recipe's].")
@@ -77,12 +94,13 @@ RECIPE_HELP = ("Training recipe (its settings are the defaults below): adam-poly
 @version
 @click.pass_context
 def train(ctx: click.Context, out: str, resume: bool, quiet: bool, device: str, num_classes: int,
-          scale, **options) -> None:
+          scale, recipe: str | None, **options) -> None:
     """Train ARCH on DATA into OUT: model.pt (final weights), last.pt (for --resume), metrics.json."""
     from segfactory.factory.training import TrainConfig
     from segfactory.factory.training import train as run
 
-    cfg = TrainConfig(**options, scale=tuple(scale) if scale else None, device=resolve_device(device),
+    cfg = TrainConfig(**options, recipe=recipe or _recipes().DEFAULT_RECIPE, scale=tuple(scale) if scale else None,
+                      device=resolve_device(device),
                       num_classes=num_classes if _explicit(ctx, "num_classes") else None)
     run(cfg, out, resume=resume, progress=not quiet)
 

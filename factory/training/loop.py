@@ -10,21 +10,23 @@ from segfactory.factory.errors import RunError
 from segfactory.factory.training.averaging import PolyakAverage
 from segfactory.factory.training.config import TrainConfig
 from segfactory.factory.training.data import iterate, set_epoch
+from segfactory.factory.training.recipes import Recipe
 from segfactory.factory.training.step import NonFiniteLoss, TrainStep, make_optimizer, poly_factor
 
 VAL_KEYS = ("miou", "macc", "fwiou", "score", "pixel_acc", "per_class_iou", "num_images")
 
 
-def make_step(model, cfg: TrainConfig, ignore_index: int, planned_steps: int | None) -> TrainStep:
-    """The :class:`TrainStep` of ``cfg``'s recipe for a model with ``encoder`` and ``decoder`` parts."""
-    s = cfg.settings
+def make_step(model, recipe: Recipe, ignore_index: int, planned_steps: int | None,
+              amp: str | None = None) -> TrainStep:
+    """The :class:`TrainStep` of ``recipe`` for a model with ``encoder`` and ``decoder`` parts (``segfactory
+    train``, and the search proxy's end-to-end stage); ``amp`` as :class:`TrainStep`'s."""
+    s = recipe
     parts = [list(model.encoder.parameters()), list(model.decoder.parameters())]
     optimizer = make_optimizer(s.optimizer, [{"params": parts[0], "lr": s.encoder_lr},
                                              {"params": parts[1], "lr": s.decoder_lr}], s.weight_decay, s.momentum)
     average = PolyakAverage(model, s.polyak, planned_steps) if s.polyak is not None else None
     forward = (lambda x: model(x, native=True)) if s.loss_at == "native" else model
     lr_factor = (lambda p: poly_factor(p, s.poly_power)) if s.schedule == "poly" else (lambda p: 1.0)
-    amp = "fp16" if cfg.amp else None
     return TrainStep(forward, parts, optimizer, ignore_index=ignore_index, lr_factor=lr_factor, average=average,
                      averaged=model, grad_clip=s.grad_clip, amp=amp)
 
@@ -37,7 +39,7 @@ class Trainer:
         self.model, self.cfg, self.loader, self.val_ds = model, cfg, loader, val_ds
         self.steps_per_epoch = len(loader)
         planned = self.steps_per_epoch * cfg.epochs if cfg.epochs else None
-        self.step = make_step(model, cfg, ignore_index, planned)
+        self.step = make_step(model, cfg.settings, ignore_index, planned, amp="fp16" if cfg.amp else None)
         self.progress, self.on_event = progress, on_event or (lambda e: None)
         self.history: list[dict[str, Any]] = []
         self.steps_done, self.epoch, self.spent_s = 0, 0, 0.0  # spent_s: wall time of earlier parts of the run

@@ -18,6 +18,8 @@ from segfactory.factory.registry import Registry
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("poly", "constant")
 LOSS_AT = ("native", "output")
+# The poly schedule's power: upstream's, for every recipe and for the search proxy's poly schedule
+POLY_POWER = 0.9
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Recipe:
     weight_decay: float = 1e-5
     momentum: float = 0.9  # sgd only
     schedule: str = "poly"  # poly: lr * (1 - progress) ** poly_power | constant
-    poly_power: float = 0.9
+    poly_power: float = POLY_POWER
     crop: tuple[int, int] = (256, 256)
     scale: tuple[float, float] = (0.5, 2.0)  # random scale of the image before the crop
     flip: bool = True

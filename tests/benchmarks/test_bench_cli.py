@@ -49,7 +49,8 @@ def test_bench_several_models_interleaved(tmp_path):
     (["bench", "--arch", "arch0", "--backend", "trt", "--input-size", "64x64"], "TensorRT"),
     (["bench", "--arch", "arch0", "--backend", "trtexec", "--input-size", "64x64"], "trtexec"),
     (["bench"], "nothing to benchmark"),
-    (["profile", "--target", "jetson-tx2", "--out", "x.json"], "unknown target"),
+    (["profile", "--target", "jetson-tx2", "--out", "x.json"], "'jetson-tx2' is not one of 'cpu', 'cuda'"),
+    (["bench", "--arch", "arch0", "--backend", "onnx"], "'onnx' is not one of 'ort', 'ort-cuda'"),
 ])
 def test_one_line_errors(args, message, tmp_path):
     code, out, err = run(args)

@@ -9,11 +9,12 @@ from segfactory.benchmarks import roofline
 from segfactory.benchmarks.roofline import SPECS, DeviceSpec, Kernel, KernelList, Params, estimate_ms
 from segfactory.benchmarks.targets import (
     ALIASES,
-    TARGET_HELP,
     TARGETS,
     LatencyResult,
     Target,
     get_target,
+    target_class,
+    target_help,
     target_names,
 )
 from segfactory.factory.config import ModelConfig
@@ -72,10 +73,24 @@ def test_every_target_name_resolves_or_says_why_in_one_line(name):
 
 
 def test_target_registry_names_help_and_duplicates():
-    assert list(TARGET_HELP) == [*TARGETS.names(), *ALIASES] and all(TARGET_HELP.values())
-    assert TARGET_HELP["jetson-orin"] == "alias of jetson-orin-nano"
+    helps = target_help()
+    assert list(helps) == [*TARGETS.names(), *ALIASES] and all(helps.values())
+    assert helps["jetson-orin"] == "alias of jetson-orin-nano"
     with pytest.raises(ValueError, match="already registered"):
-        TARGETS.register("cpu", lambda *a, **k: None)
+        TARGETS.register("cpu", Target)
+
+
+def test_capabilities_are_class_attributes():
+    """What callers ask of a target, answered by its class (an alias too), not by its name."""
+    assert target_class("jetson-orin") is target_class("jetson-orin-nano")
+    assert target_class("jetson-orin").via_agent and target_class("jetson-agx-orin").engines
+    cpu, cuda = target_class("cpu"), target_class("cuda")
+    assert cpu.profiled_here and cpu.bench_backend == "ort" and not cpu.via_agent and not cpu.engines
+    assert not cuda.takes_lut and not cuda.profiled_here and cuda.bench_backend is None
+    with pytest.raises(InputError, match="valid targets"):
+        target_class("jetson-tx2")
+    with pytest.raises(InputError, match="--lut is for cpu, jetson-orin-nano"):
+        get_target("cuda", lut="table.json")
 
 
 def test_jetson_alias_estimates_with_warning(capsys):

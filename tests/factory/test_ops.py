@@ -4,9 +4,9 @@ from segfactory.factory.genotype import MERGE_NAMES, OP_NAMES
 from segfactory.factory.ops import MERGES, OPS, get_merge, get_op, register_op
 
 
-def test_registries_match_genotype_names():
-    assert sorted(OPS) == sorted(OP_NAMES)
-    assert sorted(MERGES) == sorted(MERGE_NAMES)
+def test_registries_take_the_genotype_names():
+    assert list(OPS) == list(OP_NAMES)  # in the genotype's order: a name's index is its id
+    assert list(MERGES) == list(MERGE_NAMES)
 
 
 def test_duplicate_registration_raises_and_lookup_lists_names():

@@ -37,3 +37,16 @@ def test_miss_lists_known_names():
         r["x"]
     with pytest.raises(KeyError, match="known: a, b"):
         r.help("x")
+
+
+def test_temporary_entry_is_gone_after_the_block_even_on_error():
+    r: Registry[int] = Registry("thing")
+    r.register("a", 1)
+    with r.temporary("t", 9, help="for one block") as obj:
+        assert obj == 9 and r.names() == ["a", "t"] and r.help("t") == "for one block"
+    with pytest.raises(RuntimeError), r.temporary("t", 8):
+        raise RuntimeError("inside")
+    assert r.names() == ["a"]
+    with pytest.raises(ValueError, match="already registered"), r.temporary("a", 2):
+        pass
+    assert r["a"] == 1  # a clash leaves the entry it met

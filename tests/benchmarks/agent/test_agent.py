@@ -14,7 +14,8 @@ pytest.importorskip("aiohttp")
 pytest.importorskip("onnxruntime")
 
 from segfactory.benchmarks.agent.client import health, measure_remote
-from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent, check_config
+from segfactory.benchmarks.agent.config import AgentConfig, check_config
+from segfactory.benchmarks.agent.server import BackgroundAgent
 from segfactory.factory.errors import InputError, RunError
 
 from tests.agent_fixtures import conv_model, external_data_model, raw_exchange, status_of

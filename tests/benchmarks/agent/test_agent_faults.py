@@ -15,7 +15,8 @@ pytest.importorskip("onnxruntime")
 
 from segfactory.benchmarks.agent import client, limits
 from segfactory.benchmarks.agent.client import health, measure_remote
-from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent
+from segfactory.benchmarks.agent.config import AgentConfig
+from segfactory.benchmarks.agent.server import BackgroundAgent
 from segfactory.benchmarks.agent.settings import PROTOCOL, MeasureSettings
 from segfactory.factory.errors import InputError, RunError
 

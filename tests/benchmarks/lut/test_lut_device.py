@@ -9,7 +9,8 @@ import random
 
 import pytest
 from segfactory.benchmarks.agent.client import health
-from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent
+from segfactory.benchmarks.agent.config import AgentConfig
+from segfactory.benchmarks.agent.server import BackgroundAgent
 from segfactory.benchmarks.lut.remote import run_remote_profile
 from segfactory.benchmarks.lut.table import Lut
 from segfactory.benchmarks.targets import get_target

@@ -7,8 +7,10 @@ import random
 
 import pytest
 from segfactory.benchmarks.agent.client import health
-from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent
-from segfactory.benchmarks.lut.profile import fit_genotypes, run_profile
+from segfactory.benchmarks.agent.config import AgentConfig
+from segfactory.benchmarks.agent.server import BackgroundAgent
+from segfactory.benchmarks.lut.profile import run_profile
+from segfactory.benchmarks.lut.protocol import fit_genotypes
 from segfactory.benchmarks.lut.remote import run_remote_profile, unit_onnx
 from segfactory.benchmarks.lut.table import Lut, predict_latency
 from segfactory.benchmarks.lut.units import model_units
