@@ -11,63 +11,36 @@ import time
 
 import click
 from click.core import ParameterSource
+from segfactory.factory.commands.flags import SectionedHelp, option
 from segfactory.factory.commands.options import json_option, parse_size_option, quiet_option, version
-from segfactory.search.options import (  # noqa: F401 - parse_proxy_set, read_genotype_list: importable from here
-    GROUPS,
-    RUN,
-    SearchOptions,
-    cli_default,
-    declared,
-    parse_proxy_set,
-    read_genotype_list,
-)
+from segfactory.search.options import GROUPS, RUN, SearchOptions, cli_default, declared, without_effect
 
-OTHER = "Other options"
+LIMIT_FIELDS = ("max_latency_ms", "max_latency_ratio", "max_params", "max_macs")  # Limits' fields
 EXPLICIT = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)  # what the user asked for
 
 
-class _Option(click.Option):
-    """A click option that knows its --help section."""
+class SearchGroup(SectionedHelp, click.Group):
+    """``segfactory search``: its options in SearchOptions' sections, then ``pick``."""
 
-    def __init__(self, *args, help_group: str = OTHER, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.help_group = help_group
+    sections = GROUPS
 
 
-class _SectionedGroup(click.Group):
-    """--help lists the options in sections (SearchOptions' groups), then the subcommands."""
-
-    first_groups: tuple[str, ...] = ()  # sections listed before SearchOptions' (segfactory build's own)
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        sections: dict[str, list[tuple[str, str]]] = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is not None:
-                sections.setdefault(getattr(param, "help_group", OTHER), []).append(record)
-        for name in (*self.first_groups, *GROUPS, OTHER):
-            if name in sections:
-                with formatter.section(name):
-                    formatter.write_dl(sections[name])
-        self.format_commands(ctx, formatter)
-
-
-def search_options(f=None, *, exclude: tuple[str, ...] = ()):
-    """One click option per SearchOptions field (but ``exclude``), and one per ``proxy`` entry with its own flag.
+def search_options(f=None, *, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None):
+    """One click option per SearchOptions field (but ``exclude``; or just ``only``), and one per ``proxy`` entry
+    with its own flag.
 
     Usable bare (``@search_options``) or with arguments (``@search_options(exclude=("out",))``: segfactory build).
     """
     if f is None:
-        return lambda g: search_options(g, exclude=exclude)
+        return lambda g: search_options(g, exclude=exclude, only=only)
     options = []
     for fld, opt in declared():
-        if fld.name in exclude:
+        if fld.name in exclude or (only is not None and fld.name not in only):
             continue
         for part in opt.parts:
-            options.append(click.option(part.flag, part.dest, type=part.type, default=None, help=part.help,
-                                        callback=parse_size_option if part.size else None, cls=_Option,
-                                        help_group=opt.group))
-        kw = {"cls": _Option, "help_group": opt.group, "help": opt.help, "type": opt.type}
+            options.append(option(part.flag, part.dest, type=part.type, default=None, help=part.help,
+                                  callback=parse_size_option if part.size else None, group=opt.group))
+        kw = {"group": opt.group, "help": opt.help, "type": opt.type}
         if opt.flag_value is not None:
             kw["is_flag"] = True
         elif opt.multiple:
@@ -76,9 +49,9 @@ def search_options(f=None, *, exclude: tuple[str, ...] = ()):
             default = cli_default(fld)
             kw.update(default=default, show_default=default is not None,
                       callback=parse_size_option if opt.size else None)
-        options.append(click.option(opt.flag, *opt.aliases, fld.name, **kw))
-    for option in reversed(options):
-        f = option(f)
+        options.append(option(opt.flag, *opt.aliases, fld.name, **kw))
+    for decorate in reversed(options):
+        f = decorate(f)
     return f
 
 
@@ -102,13 +75,15 @@ def options_from_cli(ctx: click.Context, kw: dict, exclude: tuple[str, ...] = ()
         values[fld.name] = value
         if explicit:
             given.add(fld.name)
-    return SearchOptions(**values), given
+    options = SearchOptions(**values)
+    for line in without_effect(options, given):
+        click.echo(f"Warning: {line}", err=True)
+    return options, given
 
 
-@click.group(cls=_SectionedGroup, invoke_without_command=True)
+@click.group(cls=SearchGroup, invoke_without_command=True)
 @search_options
-@click.option("--resume", is_flag=True, help="Continue the interrupted search in --out.", cls=_Option,
-              help_group=RUN)
+@option("--resume", is_flag=True, help="Continue the interrupted search in --out.", group=RUN)
 @json_option
 @quiet_option
 @version
@@ -147,20 +122,16 @@ def search(ctx: click.Context, **kw) -> None:
 
 @search.command("pick")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-params", type=click.IntRange(min=1), default=None)
-@click.option("--max-latency-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Latency at most R x arch0 (measured beside it on the cpu target).")
-@click.option("--out", default=None, help="Write the pick as a best.json here.")
+@search_options(only=LIMIT_FIELDS)
+@option("--out", default=None, help="Write the pick as a best.json here.")
 @json_option
 @version
-def pick_cmd(run_dir: str, max_latency_ms: float | None, max_params: int | None, max_latency_ratio: float | None,
-             out: str | None, as_json: bool) -> None:
+def pick_cmd(run_dir: str, out: str | None, as_json: bool, **limits) -> None:
     """The best candidate of search RUN_DIR under your limits, as a best.json."""
+    from segfactory.search.limits import Limits
     from segfactory.search.pick import pick
 
-    best = pick(run_dir, max_latency_ms=max_latency_ms, max_params=max_params, out=out,
-                max_latency_ratio=max_latency_ratio)
+    best = pick(run_dir, Limits(**limits), out=out, on_warning=lambda line: click.echo(f"Warning: {line}", err=True))
     if as_json or out is None:
         click.echo(json.dumps(best, indent=None if as_json else 2))
     else:

@@ -58,7 +58,13 @@ class RunContext:
         }
 
 
-def _prepare_out(out: Path, resume: bool) -> dict[str, Any] | None:
+RUN_KEYS = ("options", "device", "preset", "proxy_settings", "deploy_config", "proxy_config", "input_size",
+            "reward", "reference")  # what a resume reads back from run.json
+
+
+def _read_out(out: Path, resume: bool) -> dict[str, Any] | None:
+    """run.json of the search to resume, or None for a new one (whose --out must be absent or empty); writes
+    nothing, so that a refused run leaves --out as it was."""
     from segfactory.factory.io import check_writable, read_json
 
     check_writable(out, "--out", folder=True)
@@ -68,17 +74,23 @@ def _prepare_out(out: Path, resume: bool) -> dict[str, Any] | None:
         run = read_json(out / "run.json", "search run file")
         if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
             raise InputError(f"{out / 'run.json'} is not a {RUN_FORMAT} file")
+        missing = [k for k in RUN_KEYS if k not in run or (k == "options" and not isinstance(run[k], dict))]
+        if missing:
+            raise InputError(f"{out / 'run.json'} is damaged: it lacks {', '.join(missing)}; start a new search "
+                             "with another --out")
         return run
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} is not an empty directory: pass --resume to continue the search there, "
                          f"or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     return None
 
 
 def make_context(options: SearchOptions, resume: bool, on_event: Event | None = None,
-                 given: Collection[str] | None = None) -> RunContext:
+                 given: Collection[str] | None = None, check_only: bool = False) -> RunContext | None:
     """Resolve devices, preset, data, configs, target and reward; write (or read back) run.json.
+
+    Every option is checked before ``--out`` is created or anything measured; ``check_only`` stops there (the
+    build checks its search's options before it creates its own folder) and returns None.
 
     Args:
         options: this run's options.
@@ -98,14 +110,12 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     from segfactory.search.presets import ProxySettings, resolve_preset
 
     out = Path(options.out)
-    run = _prepare_out(out, resume)
+    run = _read_out(out, resume)
     if run is not None:  # a resumed run keeps its settings; only the runtime knobs may change
         options = resume_options(SearchOptions.from_dict(run["options"]), options, given, out,
                                  run["proxy_settings"])
     if options.budget < 1:
         raise InputError(f"--budget {options.budget} must be at least 1")
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
     device = run["device"] if run is not None else resolve_device(options.device)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("this search ran on CUDA, but no CUDA device is available to resume it")
@@ -122,6 +132,12 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     target = get_target(options.target, lut=options.lut, device_url=options.device_url,
                         device_token_file=options.device_token_file, threads=options.latency_threads,
                         verify_every=options.verify_every)
+    if check_only:
+        return None
+    # everything is valid: only now is --out created and the work begun
+    out.mkdir(parents=True, exist_ok=True)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
     reference, reward_spec = _reward(options, run, target, deploy, input_size, on_event)
     ctx = RunContext(options, out, device, preset, settings, dataset, deploy, proxy, input_size, target,
                      reward_spec, reference)

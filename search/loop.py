@@ -17,22 +17,18 @@ from typing import Any
 
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import Genotype
-from segfactory.search.context import RUN_FORMAT, Event, RunContext, make_context
+from segfactory.search.context import Event, RunContext, make_context
 from segfactory.search.context import emit as _emit
 from segfactory.search.early_stop import EarlyStopper
 from segfactory.search.executors import CandidateJob, Executor, LocalExecutor
+from segfactory.search.limits import COST, LATENCY, Limits
 from segfactory.search.options import SearchOptions
-from segfactory.search.results import BEST_FORMAT, best_json, finish, write_best
+from segfactory.search.results import finish, write_best
 from segfactory.search.reward import compute_reward
-from segfactory.search.state import STATE_FORMAT
 from segfactory.search.state import load_state as _load_state
 from segfactory.search.state import save_state as _save_state
 from segfactory.search.strategies import Proposal, StrategyExhausted, make_strategy
 from segfactory.search.trials import TRAINED, TrialStore, best_trial, trained_count
-
-# Importable from here as before the split
-__all__ = ["BEST_FORMAT", "LEARN_FROM", "RUN_FORMAT", "STATE_FORMAT", "Event", "RunContext", "Search",
-           "SearchOptions", "best_json", "candidate_seed", "finish", "make_context", "run_search", "write_best"]
 
 LEARN_FROM = ("ok", "early-stopped")  # statuses whose reward the strategy is told
 
@@ -167,11 +163,8 @@ class Search:
         key = g.key()
         cost = model_cost(g, ctx.deploy_config, ctx.input_size)
         job.pre.update(params=cost.params, macs=cost.macs)
-        reasons = []
-        if o.max_params is not None and cost.params > o.max_params:
-            reasons.append(f"params {cost.params:,} > --max-params {o.max_params:,}")
-        if o.max_macs is not None and cost.macs > o.max_macs:
-            reasons.append(f"MACs {cost.macs:,} > --max-macs {o.max_macs:,}")
+        limits = Limits.of(o)
+        reasons = limits.violations(job.pre, keys=COST)
         if not reasons:
             reasons += self._proxy_memory_reasons(g)
         if not reasons and ctx.settings.max_proxy_macs is not None:
@@ -200,14 +193,8 @@ class Search:
             self.latencies[key] = self._latency_fields(lat)
             job.pre["latency_s"] = round(time.monotonic() - t, 3)
         job.pre.update(self.latencies[key])
-        if o.max_latency_ms is not None and job.pre["latency_ms"] > o.max_latency_ms:
-            return self._record(job, status="rejected", reason=f"latency {job.pre['latency_ms']:.2f} ms > "
-                                f"--max-latency-ms {o.max_latency_ms:g}")
-        ratio = job.pre.get("latency_ratio")
-        if o.max_latency_ratio is not None and ratio is not None and ratio > o.max_latency_ratio:
-            return self._record(job, status="rejected", reason=f"latency ratio {ratio:.3f} x arch0 > "
-                                f"--max-latency-ratio {o.max_latency_ratio:g}")
-        return None
+        reasons = limits.violations(job.pre, keys=LATENCY)
+        return self._record(job, status="rejected", reason="; ".join(reasons)) if reasons else None
 
     def _latency_fields(self, lat) -> dict[str, Any]:
         """What a trial records of a latency: ms and source, the ratio to arch0 and, when measured beside arch0,
@@ -244,8 +231,8 @@ class Search:
         bound = o.max_latency_ratio * o.latency_screen
         if predicted <= bound:
             return []
-        return [f"latency predicted at {predicted:.2f} x arch0 from {how}, over --max-latency-ratio "
-                f"{o.max_latency_ratio:g} x --latency-screen {o.latency_screen:g}: not timed"]
+        return [(f"latency predicted at {predicted:.2f} x arch0 from {how}, over --max-latency-ratio "
+                f"{o.max_latency_ratio:g} x --latency-screen {o.latency_screen:g}: not timed")]
 
     def _proxy_memory_reasons(self, genotype: Genotype) -> list[str]:
         """A candidate whose proxy training would exceed the memory bound is rejected, not run out of memory."""

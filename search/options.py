@@ -19,12 +19,47 @@ from typing import Any
 
 import click
 from segfactory.benchmarks.agent.options import DEVICE_TOKEN_FILE, DEVICE_URL
-from segfactory.factory.commands.options import ENCODER_WEIGHTS_HELP
+from segfactory.benchmarks.targets import DEFAULT_TARGET
+from segfactory.factory.commands.options import DEVICE_CHOICES, ENCODER_WEIGHTS_HELP
+from segfactory.factory.commands.types import FLOAT, NON_NEGATIVE, POSITIVE, Names
 from segfactory.factory.config import LIMITS, RELEASED, SEARCH_PROXY
 from segfactory.factory.errors import InputError
 
-STRATEGY_CHOICES = ["ppo", "random", "evolution", "list"]
-PRESET_CHOICES = ["auto", "paper", "cpu-full", "cpu-small", "test"]
+
+def _strategy_names() -> list[str]:  # imported when the flag is parsed or its help shown
+    from segfactory.search.strategies import STRATEGIES
+
+    return STRATEGIES.names()
+
+
+def _strategy_help() -> str:
+    from segfactory.search.strategies import STRATEGIES
+
+    return "How candidates are proposed: " + "; ".join(f"{n}: {STRATEGIES.help(n)}" for n in STRATEGIES) + "."
+
+
+def _preset_names() -> list[str]:
+    from segfactory.search.presets import preset_names
+
+    return preset_names()
+
+
+def _preset_help() -> str:
+    from segfactory.search.presets import preset_help
+
+    return preset_help()
+
+
+def _target_names() -> list[str]:
+    from segfactory.benchmarks.targets import target_names
+
+    return target_names()
+
+
+def _target_help() -> str:
+    from segfactory.benchmarks.targets import target_help
+
+    return "Latency target: " + "; ".join(f"{n}: {h}" for n, h in target_help().items()) + "."
 
 # What a resumed search does with a field
 FIXED = "fixed"  # changes the results: a change is refused
@@ -37,6 +72,13 @@ RUN, DATA, MODELS, REWARD, STRATEGY, PROXY, EXECUTOR = (
 GROUPS = (RUN, DATA, MODELS, REWARD, STRATEGY, PROXY, EXECUTOR)
 
 _SAME = object()  # Opt.cli_default: the field's own default
+PG_ALGORITHMS = ("ppo", "reinforce")  # the controller's update rules (search.ppo), the paper's first
+
+# Opt.applies: modes in which a flag has an effect
+WITH_RATIO = (lambda o: o.max_latency_ratio is not None, "only with --max-latency-ratio")
+PPO = (lambda o: o.strategy == "ppo", "only with --strategy ppo")
+EVOLUTION = (lambda o: o.strategy == "evolution", "only with --strategy evolution")
+LIST = (lambda o: o.strategy == "list", "only with --strategy list")
 
 
 @dataclass(frozen=True)
@@ -59,7 +101,7 @@ class Opt:
     """The command-line side of one SearchOptions field."""
 
     flag: str
-    help: str | None = None
+    help: str | Callable[[], str] | None = None  # a callable: help derived from a registry when shown
     type: Any = None  # a click type; None: click's guess from the default (TEXT for None)
     group: str = RUN
     resume: str = FIXED
@@ -72,6 +114,8 @@ class Opt:
     metavar: str | None = None
     aliases: tuple[str, ...] = ()  # other spellings of the flag
     parts: tuple[ProxyFlag, ...] = ()  # flags that set entries of this (dict) field
+    # where the flag has an effect: (does it, given the options; in which mode); given elsewhere it is warned about
+    applies: tuple[Callable[[Any], bool], str] | None = None
 
 
 def opt(default: Any = None, **meta: Any) -> Any:
@@ -112,7 +156,9 @@ def parse_proxy_set(items: tuple[str, ...]) -> dict:
     from segfactory.factory.commands.options import parse_settings
     from segfactory.search.presets import ProxySettings
 
-    return parse_settings(items, {f.name for f in fields(ProxySettings)}, "--proxy-set")
+    parsed = parse_settings(items, {f.name for f in fields(ProxySettings)}, "--proxy-set")
+    ProxySettings().with_(**parsed)  # each value's type and range, now rather than after the search has begun
+    return parsed
 
 
 def _show_genotypes(genotypes: list[dict]) -> str:
@@ -125,10 +171,9 @@ def _size(value: Any) -> str:
     return f"{value[0]}x{value[1]}"
 
 
-_POSITIVE = click.FloatRange(min=0, min_open=True)
 _PRESETS = "[default: the preset's]"
 PROXY_FLAGS = (
-    ProxyFlag("--time-limit", "time_limit_s", _POSITIVE,
+    ProxyFlag("--time-limit", "time_limit_s", POSITIVE,
               "Seconds per candidate [default: the preset's]."),
     ProxyFlag("--max-proxy-macs", "max_proxy_macs", click.IntRange(min=1),
               "Reject candidates whose proxy needs more multiply-adds per crop [default: the preset's]."),
@@ -150,8 +195,7 @@ class SearchOptions:
     data: str = opt("camvid-mini", flag="--data", group=DATA,
                     help="Dataset: camvid-mini, camvid:PATH, cityscapes:PATH or folder:PATH (its train split is "
                          "used).")
-    target: str = opt("cpu", flag="--target", group=DATA,
-                      help="Latency target: cpu, cuda, jetson-orin-nano, jetson-orin-nx, jetson-agx-orin.")
+    target: str = opt(DEFAULT_TARGET, flag="--target", type=Names(_target_names), group=DATA, help=_target_help)
     lut: str | None = opt(None, flag="--lut", group=DATA,
                           help="Latency lookup table (from `segfactory profile`) for the target.")
     device_url: str | None = opt(None, **DEVICE_URL.meta("Device agent URL for a jetson-* target."), group=DATA)
@@ -160,13 +204,11 @@ class SearchOptions:
                                       help="Threads of the cpu target's latency measurement [default: 1].")
     budget: int = opt(8, flag="--budget", type=click.IntRange(1, MAX_BUDGET), resume=RUNTIME,
                       help="Candidates to train (ok, early-stopped or failed; rejected ones do not count).")
-    strategy: str = opt("ppo", flag="--strategy", type=click.Choice(STRATEGY_CHOICES), group=STRATEGY)
-    preset: str = opt("auto", flag="--preset", type=click.Choice(PRESET_CHOICES), group=PROXY,
-                      help="Proxy-training schedule: paper (method.md), cpu-full (a real dataset on 2 CPU cores), "
-                           "cpu-small (the camvid-mini demo), test (tiny); auto = paper on CUDA, else cpu-full, or "
-                           "cpu-small for a dataset of at most 100 training images.")
+    strategy: str = opt("ppo", flag="--strategy", type=Names(_strategy_names), group=STRATEGY,
+                        help=_strategy_help)
+    preset: str = opt("auto", flag="--preset", type=Names(_preset_names), group=PROXY, help=_preset_help)
     seed: int = opt(0, flag="--seed", type=int)
-    device: str = opt("auto", flag="--device", type=click.Choice(["auto", "cpu", "cuda"]),
+    device: str = opt("auto", flag="--device", type=click.Choice(DEVICE_CHOICES),
                       help="Where proxies train (CUDA: mixed precision).")
     threads: int | None = opt(None, flag="--threads", type=click.IntRange(1, 256), resume=RUNTIME,
                               help="Torch threads for proxy training.")
@@ -188,32 +230,32 @@ class SearchOptions:
                                       f"{SEARCH_PROXY.sep_repeats}).")
     encoder_weights: str = opt(RELEASED.encoder_weights, flag="--encoder-weights", group=MODELS,
                                help=ENCODER_WEIGHTS_HELP)
-    latency_target_ms: float | None = opt(None, flag="--latency-target-ms", type=_POSITIVE, group=REWARD,
+    latency_target_ms: float | None = opt(None, flag="--latency-target-ms", type=POSITIVE, group=REWARD,
                                           help="Latency target T of the reward [default: arch0's latency on the "
                                                "target].")
-    latency_weight: float = opt(-0.07, flag="--latency-weight", type=float, group=REWARD,
+    latency_weight: float = opt(-0.07, flag="--latency-weight", type=FLOAT, group=REWARD,
                                 help="Exponent w of (latency/T)^w; 0 drops the term.")
-    params_target: float | None = opt(None, flag="--params-target", type=_POSITIVE, group=REWARD,
+    params_target: float | None = opt(None, flag="--params-target", type=POSITIVE, group=REWARD,
                                       help="Parameter target P of the reward [default: arch0's parameters].")
-    params_weight: float = opt(0.0, flag="--params-weight", type=float, group=REWARD,
+    params_weight: float = opt(0.0, flag="--params-weight", type=FLOAT, group=REWARD,
                                help="Exponent of (params/P); both weights 0 give the paper's reward.")
     max_params: int | None = opt(None, flag="--max-params", type=click.IntRange(min=1), group=REWARD,
                                  help="Reject larger candidates.")
     max_macs: int | None = opt(None, flag="--max-macs", type=click.IntRange(min=1), group=REWARD,
                                help="Reject candidates with more multiply-adds (deployed model at --input-size).")
-    max_latency_ms: float | None = opt(None, flag="--max-latency-ms", type=_POSITIVE, group=REWARD,
+    max_latency_ms: float | None = opt(None, flag="--max-latency-ms", type=POSITIVE, group=REWARD,
                                        help="Reject slower candidates (before training).")
-    max_latency_ratio: float | None = opt(None, flag="--max-latency-ratio", type=_POSITIVE, group=REWARD,
+    max_latency_ratio: float | None = opt(None, flag="--max-latency-ratio", type=POSITIVE, group=REWARD,
                                           help="Reject candidates slower than R x arch0 (on the cpu target measured "
                                                "beside it in the same rounds, so the limit holds in any host "
                                                "state; elsewhere the ratio of the two latencies).")
     max_rejections: int = opt(100, flag="--max-rejections", type=click.IntRange(min=1), group=REWARD,
                               help="Consecutive rejections that stop the search.")
-    latency_screen: float | None = opt(1.3, flag="--latency-screen", type=_POSITIVE, group=REWARD,
+    latency_screen: float | None = opt(1.3, flag="--latency-screen", type=POSITIVE, group=REWARD, applies=WITH_RATIO,
                                        help="With --max-latency-ratio: a candidate whose latency predicted from its "
                                             "multiply-adds (a line fitted to the candidates measured so far) exceeds "
                                             "the limit by this factor is rejected without being timed.")
-    failure_reward: float | None = opt(0.0, flag="--failure-reward", type=float, group=REWARD,
+    failure_reward: float | None = opt(0.0, flag="--failure-reward", type=FLOAT, group=REWARD,
                                        help="Reward the strategy is told for a failed (error, NaN, out of memory, "
                                             "time limit) or rejected candidate, so it learns to avoid them.")
     max_repeats: int = opt(50, flag="--max-repeats", type=click.IntRange(min=1), group=REWARD,
@@ -221,16 +263,17 @@ class SearchOptions:
                                 "in --budget) that stop a search whose strategy has converged.")
     early_stopping: bool = opt(True, flag="--no-early-stopping", flag_value=False, group=PROXY,
                                help="Train every candidate to the end of its schedule.")
-    feedback: bool = opt(False, flag="--action-feedback", flag_value=True, group=STRATEGY,
+    feedback: bool = opt(False, flag="--action-feedback", flag_value=True, group=STRATEGY, applies=PPO,
                          help="PPO controller feeds sampled actions back (ENAS style).")
-    pg_algorithm: str = opt("ppo", flag="--pg", type=click.Choice(["ppo", "reinforce"]), group=STRATEGY,
+    pg_algorithm: str = opt("ppo", flag="--pg", type=click.Choice(PG_ALGORITHMS), group=STRATEGY,
+                            applies=PPO,
                             help="Controller update rule.")
-    controller_lr: float = opt(1e-4, flag="--controller-lr", type=_POSITIVE, group=STRATEGY)
-    entropy_coef: float = opt(0.0, flag="--entropy-coef", type=click.FloatRange(min=0), group=STRATEGY,
+    controller_lr: float = opt(1e-4, flag="--controller-lr", type=POSITIVE, group=STRATEGY, applies=PPO)
+    entropy_coef: float = opt(0.0, flag="--entropy-coef", type=NON_NEGATIVE, group=STRATEGY, applies=PPO,
                               help="Entropy bonus of the controller update (the paper: 0).")
-    population: int = opt(20, flag="--population", type=click.IntRange(min=1), group=STRATEGY,
+    population: int = opt(20, flag="--population", type=click.IntRange(min=1), group=STRATEGY, applies=EVOLUTION,
                           help="Evolution: population size.")
-    tournament: int = opt(5, flag="--tournament", type=click.IntRange(min=1), group=STRATEGY,
+    tournament: int = opt(5, flag="--tournament", type=click.IntRange(min=1), group=STRATEGY, applies=EVOLUTION,
                           help="Evolution: tournament sample size.")
     # overrides of the preset's ProxySettings: --time-limit, --crop, ... and --proxy-set KEY=VALUE
     proxy: dict[str, Any] = field(default_factory=dict, metadata={"opt": Opt(
@@ -248,11 +291,11 @@ class SearchOptions:
     workers: int | None = opt(None, flag="--workers", type=click.IntRange(min=1), group=EXECUTOR, resume=RUNTIME,
                               help="Candidates trained at once (--executor ray) [default: 2].")
     gpus_per_trial: float | None = opt(
-        None, flag="--gpus-per-trial", type=click.FloatRange(min=0), group=EXECUTOR, resume=RUNTIME,
+        None, flag="--gpus-per-trial", type=NON_NEGATIVE, group=EXECUTOR, resume=RUNTIME,
         help="GPUs per candidate on Ray (fractions share a GPU) [default: 1 if the search runs on CUDA, else 0].")
-    cpus_per_trial: float = opt(1.0, flag="--cpus-per-trial", type=_POSITIVE, group=EXECUTOR, resume=RUNTIME,
+    cpus_per_trial: float = opt(1.0, flag="--cpus-per-trial", type=POSITIVE, group=EXECUTOR, resume=RUNTIME,
                                 help="CPUs per candidate on Ray (also its torch threads).")
-    max_minutes: float | None = opt(None, flag="--minutes", aliases=("--max-minutes",), type=_POSITIVE,
+    max_minutes: float | None = opt(None, flag="--minutes", aliases=("--max-minutes",), type=POSITIVE,
                                     resume=RUNTIME,
                                     help="Wall-time budget counted over every resumed part of the search: no new "
                                          "candidate starts after it (--max-minutes, its old per-process name, is an "
@@ -262,7 +305,7 @@ class SearchOptions:
                                    help="jetson-* with --lut and --device-url: also measure every Nth predicted "
                                         "candidate whole on the device and log the prediction's error.")
     genotypes: list[dict[str, Any]] = field(default_factory=list, metadata={"opt": Opt(
-        flag="--genotypes", read=read_genotype_list, show=_show_genotypes, group=STRATEGY,
+        flag="--genotypes", read=read_genotype_list, show=_show_genotypes, group=STRATEGY, applies=LIST,
         help="--strategy list: a file with one architecture per line (zoo name or genotype JSON).")})
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,6 +334,12 @@ def cli_default(f: Field) -> Any:
     if o.read is not None or o.flag_value is not None:
         return None
     return f.default if o.cli_default is _SAME else o.cli_default
+
+
+def without_effect(options: SearchOptions, given: Collection[str]) -> list[str]:
+    """One line for each flag the user gave that has no effect in the mode ``options`` chose."""
+    return [f"{o.flag} has no effect: it applies {o.applies[1]}" for f, o in declared()
+            if f.name in given and o.applies is not None and not o.applies[0](options)]
 
 
 def runtime_flags() -> list[str]:

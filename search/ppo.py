@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from segfactory.factory.errors import InputError
 from segfactory.search.controller import Controller
+from segfactory.search.options import PG_ALGORITHMS as ALGORITHMS
 
 
 @dataclass
 class PGSettings:
     """Hyper-parameters of the controller update; defaults are the paper's."""
 
-    algorithm: str = "ppo"  # ppo | reinforce
+    algorithm: str = ALGORITHMS[0]
     lr: float = 1e-4
     clip: float = 0.1
     buffer_size: int = 100
@@ -38,7 +39,7 @@ class PolicyGradient:
     def __init__(self, controller: Controller, settings: PGSettings | None = None, seed: int = 0) -> None:
         self.controller = controller
         self.settings = settings or PGSettings()
-        if self.settings.algorithm not in ("ppo", "reinforce"):
+        if self.settings.algorithm not in ALGORITHMS:
             raise InputError(f"unknown policy-gradient algorithm {self.settings.algorithm!r}")
         self.optimizer = torch.optim.Adam(controller.parameters(), lr=self.settings.lr)
         self.baseline: float | None = None

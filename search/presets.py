@@ -2,7 +2,7 @@
 
 ``paper`` follows method.md §5 (WACV values). ``cpu-small`` keeps the same two-stage structure, scaled so a
 search of several candidates on camvid-mini finishes in minutes on 2 CPU cores. ``test`` is tiny, for the test
-suite only (its scores mean nothing). ``auto`` is ``paper`` on CUDA and ``cpu-small`` otherwise.
+suite only (its scores mean nothing). ``auto`` is not a preset: :func:`resolve_preset` picks one.
 
 Measured on this project's 2-vCPU Zen 4 host, 1 torch thread, camvid-mini, deployed model timed at 180x240 with
 ONNX Runtime (1 thread): ``cpu-small`` 11-19 CPU-seconds per candidate (stage 1 ~25%, stage 2 ~30%, validation
@@ -16,11 +16,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from segfactory.factory.checks import check_types
 from segfactory.factory.errors import InputError
+from segfactory.factory.registry import Registry
 
-PRESET_NAMES = ("auto", "paper", "cpu-full", "cpu-small", "test")
+AUTO = "auto"  # not a preset: resolve_preset picks one by device and dataset size
 SCHEDULES = ("constant", "poly")
 SMALL_DATASET = 100  # train images: at most this many (camvid-mini has 40) and auto picks cpu-small on a CPU
+
+
+def _at_least(settings: Any, name: str, low: int, optional: bool = False) -> None:
+    value = getattr(settings, name)
+    if (value is not None or not optional) and value < low:
+        raise InputError(f"proxy setting {name}={value} must be >= {low}" + (" or null" if optional else ""))
 
 
 @dataclass(frozen=True)
@@ -52,18 +60,29 @@ class ProxySettings:
     workers: int = 4  # stage-2 loader processes
 
     def __post_init__(self) -> None:
+        check_types(self, "proxy setting")  # --proxy-set values arrive as JSON
         for name in ("cache_size", "stage1_batch", "stage2_batch", "val_blocks", "val_batch"):
-            if getattr(self, name) < 1:
-                raise InputError(f"proxy setting {name}={getattr(self, name)} must be >= 1")
-        for name in ("stage1_epochs", "stage2_epochs", "workers", "val_gap"):
-            if getattr(self, name) < 0:
-                raise InputError(f"proxy setting {name}={getattr(self, name)} must be >= 0")
+            _at_least(self, name, 1)
+        for name in ("stage1_epochs", "stage2_epochs", "workers", "val_gap", "weight_decay"):
+            _at_least(self, name, 0)
+        for name in ("stage2_steps", "val_max_images", "max_proxy_macs"):
+            _at_least(self, name, 1, optional=True)
+        _at_least(self, "val_long_side", 16, optional=True)
+        for name in ("stage1_lr", "stage2_enc_lr", "stage2_dec_lr", "grad_clip", "time_limit_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"proxy setting {name}={value} must be > 0")
+        for name in ("stage1_polyak", "stage2_polyak"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InputError(f"proxy setting {name}={getattr(self, name)} must be in [0, 1)")
         if not 0 < self.val_fraction < 1:
             raise InputError(f"proxy setting val_fraction={self.val_fraction} must be in (0, 1)")
         if self.stage2_schedule not in SCHEDULES:
             raise InputError(f"proxy setting stage2_schedule={self.stage2_schedule!r} is not one of {SCHEDULES}")
-        if len(self.crop) != 2 or min(self.crop) < 16:
+        if min(self.crop) < 16:
             raise InputError(f"proxy setting crop={self.crop} must be HxW with sides >= 16")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise InputError(f"proxy setting scale={list(self.scale)} must be [low, high] with 0 < low <= high")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,35 +115,46 @@ class ProxySettings:
             raise InputError(f"bad proxy setting: {e}") from None
 
 
-PRESETS: dict[str, ProxySettings] = {
-    "paper": ProxySettings(),
-    "cpu-small": ProxySettings(
-        crop=(128, 160), scale=(0.75, 1.25), cache_size=48, stage1_epochs=2, stage1_batch=12,
-        stage2_epochs=2, stage2_batch=8, stage2_steps=4, val_fraction=0.2, val_blocks=4, val_max_images=16,
-        val_gap=0, val_long_side=240,
-        val_batch=8, time_limit_s=150.0, max_proxy_macs=400_000_000, workers=0,
-    ),
-    "cpu-full": ProxySettings(
-        crop=(192, 256), scale=(0.5, 1.0), cache_size=128, stage1_epochs=2, stage1_batch=16,
-        stage2_epochs=3, stage2_batch=8, stage2_steps=15, stage2_schedule="poly", val_fraction=0.2, val_blocks=4,
-        val_gap=1, val_long_side=240, val_batch=8, time_limit_s=300.0, max_proxy_macs=1_000_000_000, workers=0,
-    ),
-    "test": ProxySettings(
-        crop=(64, 64), scale=(1.0, 1.0), cache_size=8, stage1_epochs=1, stage1_batch=4, stage2_epochs=1,
-        stage2_batch=4, stage2_steps=2, val_fraction=0.2, val_blocks=2, val_gap=0, val_long_side=64, val_batch=8,
-        time_limit_s=60.0, max_proxy_macs=None, workers=0,
-    ),
-}
+PRESETS: Registry[ProxySettings] = Registry("preset")
+PRESETS.register("paper", ProxySettings(), help="the paper's schedule (method.md)")
+PRESETS.register("cpu-small", ProxySettings(
+    crop=(128, 160), scale=(0.75, 1.25), cache_size=48, stage1_epochs=2, stage1_batch=12,
+    stage2_epochs=2, stage2_batch=8, stage2_steps=4, val_fraction=0.2, val_blocks=4, val_max_images=16,
+    val_gap=0, val_long_side=240,
+    val_batch=8, time_limit_s=150.0, max_proxy_macs=400_000_000, workers=0,
+), help="the camvid-mini demo, or a cheap rung on 2 CPU cores")
+PRESETS.register("cpu-full", ProxySettings(
+    crop=(192, 256), scale=(0.5, 1.0), cache_size=128, stage1_epochs=2, stage1_batch=16,
+    stage2_epochs=3, stage2_batch=8, stage2_steps=15, stage2_schedule="poly", val_fraction=0.2, val_blocks=4,
+    val_gap=1, val_long_side=240, val_batch=8, time_limit_s=300.0, max_proxy_macs=1_000_000_000, workers=0,
+), help="a real dataset on 2 CPU cores")
+PRESETS.register("test", ProxySettings(
+    crop=(64, 64), scale=(1.0, 1.0), cache_size=8, stage1_epochs=1, stage1_batch=4, stage2_epochs=1,
+    stage2_batch=4, stage2_steps=2, val_fraction=0.2, val_blocks=2, val_gap=0, val_long_side=64, val_batch=8,
+    time_limit_s=60.0, max_proxy_macs=None, workers=0,
+), help="tiny, for the test suite (its scores mean nothing)")
+
+
+def preset_names() -> list[str]:
+    """What ``--preset`` accepts: ``auto`` and every registered preset."""
+    return [AUTO, *PRESETS.names()]
+
+
+def preset_help() -> str:
+    """``--preset``'s help, from the registry."""
+    listed = "; ".join(f"{name}: {PRESETS.help(name)}" for name in PRESETS)
+    return (f"Proxy-training schedule. {listed}; {AUTO}: paper on CUDA, else cpu-full, or cpu-small for a dataset "
+            f"of at most {SMALL_DATASET} training images.")
 
 
 def resolve_preset(name: str, device: str, train_images: int | None = None) -> tuple[str, ProxySettings]:
     """(concrete preset name, settings); ``auto`` -> ``paper`` on CUDA; on a CPU ``cpu-full`` for a real dataset
     and ``cpu-small`` for one of at most :data:`SMALL_DATASET` training images (camvid-mini)."""
-    if name == "auto":
+    if name == AUTO:
         if device == "cuda":
             name = "paper"
         else:
             name = "cpu-small" if train_images is not None and train_images <= SMALL_DATASET else "cpu-full"
     if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r} (one of {', '.join(PRESET_NAMES)})")
+        raise InputError(f"unknown preset {name!r} (one of {', '.join(preset_names())})")
     return name, PRESETS[name]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.factory.errors import InputError
+from segfactory.search.limits import Limits
 
 STATUSES = ("ok", "early-stopped", "rejected", "failed", "repeat")
 TRAINED = ("ok", "early-stopped", "failed")  # what counts toward --budget (a repeat is not retrained)
@@ -87,16 +88,10 @@ def trained_count(trials: list[dict[str, Any]]) -> int:
     return sum(1 for t in trials if t.get("status") in TRAINED)
 
 
-def best_trial(trials: list[dict[str, Any]], max_latency_ms: float | None = None,
-               max_params: float | None = None, max_latency_ratio: float | None = None) -> dict[str, Any] | None:
-    """The status-ok trial with the highest reward within the limits (ties: the earliest)."""
-    ok = [t for t in trials if t.get("status") == "ok" and t.get("reward") is not None]
-    if max_latency_ms is not None:
-        ok = [t for t in ok if t.get("latency_ms") is not None and t["latency_ms"] <= max_latency_ms]
-    if max_latency_ratio is not None:
-        ok = [t for t in ok if t.get("latency_ratio") is not None and t["latency_ratio"] <= max_latency_ratio]
-    if max_params is not None:
-        ok = [t for t in ok if t.get("params") is not None and t["params"] <= max_params]
+def best_trial(trials: list[dict[str, Any]], limits: Limits | None = None) -> dict[str, Any] | None:
+    """The status-ok trial with the highest reward within ``limits`` (ties: the earliest)."""
+    ok = [t for t in trials if t.get("status") == "ok" and t.get("reward") is not None
+          and (limits is None or limits.admits(t))]
     if not ok:
         return None
     return max(ok, key=lambda t: (t["reward"], -t["index"]))

@@ -72,7 +72,7 @@ CASES = [
     ("train-crop-memory", ["train", "--arch", "arch0", "--data", "camvid:{root}/camvid", "--crop", "4000x4000",
                            "--batch-size", "8", "--out", "{tmp}/t"], 2, "estimated"),
     ("train-lr-nan", ["train", "--arch", "arch0", "--data", "camvid:{root}/camvid", "--decoder-lr", "nan",
-                      "--out", "{tmp}/t"], 2, "--decoder-lr nan"),
+                      "--out", "{tmp}/t"], 2, "'--decoder-lr': 'nan' is not a finite number"),
     ("train-encoder-not-ours", ["train", "--arch", "arch0", "--data", "camvid:{root}/camvid", "--encoder-weights",
                                 "{root}/plain.pt", "--out", "{tmp}/t"], 2, "encoder weights file"),
     ("train-out-under-file", ["train", "--arch", "arch0", "--data", "camvid:{root}/camvid", "--out",
@@ -145,3 +145,77 @@ def test_no_torch_warning_before_the_error(files, tmp_path, argv):
                          timeout=180, check=False)
     assert res.returncode == 2
     assert len([line for line in res.stderr.splitlines() if line.strip()]) == 1, res.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(files):
+    """A finished-looking search (for --from-search), a search whose run.json lost its options, and a finished
+    build made with --budget 2 (for a resume that asks for more)."""
+    from segfactory.search.build.options import BuildOptions
+    from segfactory.search.build.state import BuildState
+    from segfactory.search.context import RUN_FORMAT
+    from segfactory.search.options import SearchOptions
+
+    data = f"camvid:{files}/camvid"
+    done = files / "runs" / "search"
+    done.mkdir(parents=True)
+    (done / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "options": {"data": data},
+                                               "input_size": [64, 96]}))
+    (done / "trials.jsonl").write_text("")
+    damaged = files / "runs" / "damaged"
+    damaged.mkdir()
+    (damaged / "run.json").write_text(json.dumps({"format": RUN_FORMAT}))
+    build = files / "runs" / "build"
+    build.mkdir()
+    state = BuildState(build, BuildOptions(out=str(build), search=SearchOptions(data=data, budget=2)))
+    state.finish("search", {"dir": str(build / "search")})
+    return files / "runs"
+
+
+# issue 23: refused before any work, and --out ({tmp}/out) is neither created nor written
+BEFORE_WORK = [
+    ("build-ratio-nan", ["build", "--max-latency-ratio", "nan"], "not a finite number"),
+    ("build-latency-ms-nan", ["build", "--max-latency-ms", "nan"], "not a finite number"),
+    ("build-search-minutes-nan", ["build", "--search-minutes", "nan"], "not a finite number"),
+    ("search-ratio-nan", ["search", "--max-latency-ratio", "nan"], "not a finite number"),
+    ("build-no-recipe", ["build", "--recipes", ","], "--recipes names no recipe"),
+    ("build-train-minutes-nan", ["build", "--train-minutes", "nan"], "--train-minutes"),
+    ("build-train-set-type", ["build", "--train-set", "batch_size=2.5"], "batch size 2.5"),
+    ("build-from-non-search", ["build", "--from-search", "{root}/images"], "holds no search"),
+    ("build-verify-every-cpu", ["build", "--verify-every", "2"], "--verify-every"),
+    ("build-from-search-strategy", ["build", "--from-search", "{runs}/search", "--strategy", "random",
+                                    "--max-rejections", "3"], "--strategy, --max-rejections: only for a build that"),
+    ("build-from-search-budget", ["build", "--from-search", "{runs}/search", "--budget", "3"], "--budget: only"),
+    ("build-from-search-size", ["build", "--from-search", "{runs}/search", "--input-size", "32x32"],
+     "searched at 64x96"),
+    ("search-proxy-list", ["search", "--proxy-set", "stage1_lr=[1,2]"], "stage1_lr=[1, 2] must be a finite number"),
+    ("search-proxy-float-batch", ["search", "--proxy-set", "stage2_batch=2.5"], "stage2_batch=2.5 must be an int"),
+    ("search-proxy-null", ["search", "--proxy-set", "stage1_epochs=null"], "stage1_epochs=null must be an integer"),
+    ("pick-out-unwritable", ["search", "pick", "{runs}/search", "--out", "{root}/afile/pick.json"], "afile"),
+]
+
+
+@pytest.mark.parametrize("case, argv, fragment", BEFORE_WORK, ids=[c[0] for c in BEFORE_WORK])
+def test_refused_before_any_work(case, argv, fragment, files, runs, tmp_path, capsys):
+    argv = [a.format(root=files, runs=runs) for a in argv]
+    if argv[0] in ("build", "search") and argv[1] != "pick":
+        argv += ["--data", f"camvid:{files}/camvid", "--out", str(tmp_path / "out"), "-q"]
+        argv += [] if "--from-search" in argv else ["--preset", "test"]
+    got, _, err = run(argv, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert got == 2, err
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], err
+    assert not (tmp_path / "out").exists()  # the corrected command can use the same --out
+
+
+def test_resume_on_damaged_run_json(runs, capsys):
+    got, _, err = run(["search", "--resume", "--out", runs / "damaged"], capsys)
+    assert got == 2 and "damaged: it lacks options" in err, err
+
+
+def test_resume_of_finished_build_with_more_budget(files, runs, capsys):
+    before = (runs / "build" / "build.json").read_text()
+    got, _, err = run(["build", "--resume", "--budget", "3", "--data", f"camvid:{files}/camvid",
+                       "--out", runs / "build"], capsys)
+    assert got == 2 and "would change nothing" in err and "segfactory search --resume" in err, err
+    assert (runs / "build" / "build.json").read_text() == before

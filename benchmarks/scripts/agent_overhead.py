@@ -44,7 +44,8 @@ def main() -> None:
 
     from segfactory.benchmarks.agent.backends import describe_device
     from segfactory.benchmarks.agent.client import health, measure_remote
-    from segfactory.benchmarks.agent.server import AgentConfig, BackgroundAgent
+    from segfactory.benchmarks.agent.config import AgentConfig
+    from segfactory.benchmarks.agent.server import BackgroundAgent
 
     settings = {"warmup_ms": 0, "iterations": 1, "duration_s": 0}
     models = [_model(1000 + i, args.size_kb) for i in range(args.models)]

@@ -15,7 +15,7 @@ from segfactory.factory.commands.options import (
     resolve_device,
     version,
 )
-from segfactory.factory.commands.types import Names
+from segfactory.factory.commands.types import FLOAT, POSITIVE, Names
 from segfactory.factory.memory import BOUNDS_HELP
 from segfactory.factory.reference import REFERENCES
 from segfactory.factory.zoo import ZOO
@@ -52,7 +52,7 @@ def _arch_help() -> str:
 @click.option("--data", required=True, help=SPEC_HELP)
 @click.option("--epochs", type=click.IntRange(1, 100000), default=None,
               help="Epochs to train [default: 30 unless --minutes].")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--minutes", type=POSITIVE, default=None,
               help="Or a wall-time budget, validation included, counted over every resumed part; the learning "
                    "rate decays on the elapsed fraction of it and the run ends with a validation.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
@@ -61,23 +61,23 @@ def _arch_help() -> str:
 @option("--recipe", type=Names(lambda: _recipes().RECIPES.names()), default=None, help=_recipe_help)
 @click.option("--crop", default=None, callback=parse_size_option,
               help=f"Training crop HxW (smaller images are padded with ignore) [the recipe's]. {BOUNDS_HELP}")
-@click.option("--scale", nargs=2, type=float, default=None, help="Random scale range [the recipe's].")
+@click.option("--scale", nargs=2, type=FLOAT, default=None, help="Random scale range [the recipe's].")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Crops per step, bounded by memory with --crop [the recipe's: 8].")
 @option("--optimizer", type=Names(lambda: _recipes().OPTIMIZERS), default=None,
         help=lambda: "adam (coupled L2), adamw (decoupled weight decay) or sgd (momentum "
                      f"{_recipes().Recipe.momentum:g}) [the recipe's].")
-@click.option("--encoder-lr", type=float, default=None, help="Encoder (backbone) learning rate [the recipe's].")
-@click.option("--decoder-lr", type=float, default=None, help="Decoder (head) learning rate [the recipe's].")
-@click.option("--weight-decay", type=float, default=None, help="[the recipe's]")
+@click.option("--encoder-lr", type=FLOAT, default=None, help="Encoder (backbone) learning rate [the recipe's].")
+@click.option("--decoder-lr", type=FLOAT, default=None, help="Decoder (head) learning rate [the recipe's].")
+@click.option("--weight-decay", type=FLOAT, default=None, help="[the recipe's]")
 @option("--schedule", type=Names(lambda: _recipes().SCHEDULES), default=None,
         help=lambda: f"Learning-rate schedule: poly decay (power {_recipes().POLY_POWER:g}) over the epochs or "
                      "minutes [the recipe's: poly].")
 @click.option("--loss-at", type=Names(lambda: _recipes().LOSS_AT), default=None,
               help="Cross-entropy at the head's resolution or at the input's [the recipe's].")
-@click.option("--grad-clip", type=float, default=None,
+@click.option("--grad-clip", type=FLOAT, default=None,
               help="Max gradient norm, encoder and decoder separately, 0: off [the recipe's].")
-@click.option("--polyak", type=float, default=None,
+@click.option("--polyak", type=FLOAT, default=None,
               help="Polyak averaging: EMA decay per step (e.g. 0.99), capped so it spans at most a quarter of the "
                    "run; weights and BN statistics replaced by the average each epoch.")
 @click.option("--val-every", type=click.IntRange(0, 100000), default=1, show_default=True,

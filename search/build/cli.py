@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 
 import click
+from segfactory.factory.commands.flags import SectionedHelp, option
 from segfactory.factory.commands.options import json_option, quiet_option, version
-from segfactory.search.cli import _Option, _SectionedGroup, options_from_cli, search_options
-from segfactory.search.options import MAX_BUDGET
+from segfactory.factory.commands.types import POSITIVE
+from segfactory.search.cli import options_from_cli, search_options
+from segfactory.search.options import GROUPS, MAX_BUDGET
 
 EXCLUDED = ("out", "max_minutes")  # the build's --out is the build's; --search-minutes is its search budget
 BUILD = "Build"
@@ -27,26 +29,35 @@ def _parse_set(items: tuple[str, ...]) -> dict:
     return parse_settings(items, {f.name for f in fields(Recipe)}, "--train-set")
 
 
+def _recipes_help() -> str:  # from the registry, read when --help is shown (it imports torch)
+    from segfactory.factory.training.recipes import BUILD_RECIPES, RECIPES
+
+    return (f"Training recipes, comma-separated, of {', '.join(RECIPES.names())}: every model is trained with each "
+            f"and keeps its better one on val [default: {','.join(BUILD_RECIPES)}].")
+
+
+def _recipes(text: str | None) -> tuple[str, ...]:
+    from segfactory.factory.training.recipes import BUILD_RECIPES
+
+    return BUILD_RECIPES if text is None else tuple(r.strip() for r in text.split(",") if r.strip())
+
+
 def _build_option(*args, **kw):
-    return click.option(*args, cls=_Option, help_group=BUILD, **kw)
+    return option(*args, group=BUILD, **kw)
 
 
-class _BuildCommand(click.Command):
+class BuildCommand(SectionedHelp, click.Command):
     """--help in sections: the build's own options first, then the search's."""
 
-    first_groups = (BUILD,)
-    format_options = _SectionedGroup.format_options
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        pass  # no subcommands
+    sections = (BUILD, *GROUPS)
 
 
-@click.command("build", cls=_BuildCommand)
+@click.command("build", cls=BuildCommand)
 @_build_option("--out", required=True, type=click.Path(file_okay=False),
                help="The build directory (empty, or a build to --resume).")
-@_build_option("--search-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@_build_option("--search-minutes", type=POSITIVE, default=None,
                help="Search budget in wall minutes, over every resumed part [default: --budget candidates].")
-@_build_option("--train-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@_build_option("--train-minutes", type=POSITIVE, default=None,
                help="Training budget per model and recipe, in wall minutes, validation included.")
 @_build_option("--epochs", type=click.IntRange(min=1), default=None,
                help="Or epochs per model and recipe [default: 30].")
@@ -56,9 +67,7 @@ class _BuildCommand(click.Command):
                help="Use this finished search instead of searching.")
 @_build_option("--baselines", is_flag=True,
                help="Also train arch0 and LR-ASPP (from scratch) with the same data, minutes and recipes.")
-@_build_option("--recipes", default="adamw-poly,adam-poly", show_default=True,
-               help="Training recipes, comma-separated: every model is trained with each and keeps its better one "
-                    "on val.")
+@_build_option("--recipes", default=None, help=lambda: _recipes_help())
 @_build_option("--train-set", multiple=True, metavar="KEY=VALUE",
                help="A recipe setting for every training, e.g. crop=128x128 (repeatable).")
 @_build_option("--val-every", type=click.IntRange(min=0), default=None,
@@ -89,11 +98,11 @@ def build(ctx: click.Context, out: str, search_minutes, train_minutes, epochs, p
     options = BuildOptions(out=out, search=search, search_minutes=search_minutes, train_minutes=train_minutes,
                            epochs=epochs, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
                            from_search=from_search, baselines=baselines,
-                           recipes=tuple(r.strip() for r in recipes.split(",") if r.strip()),
+                           recipes=_recipes(recipes),
                            train_set=_parse_set(train_set), val_every=val_every, train_threads=train_threads,
                            workers=train_workers)
     view = BuildView(enabled=not (quiet or as_json))
-    result = run_build(options, resume=resume, view=view)
+    result = run_build(options, resume=resume, view=view, given=given)
     if as_json:
         click.echo(json.dumps(result))
     elif not quiet:

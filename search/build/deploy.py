@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from segfactory.benchmarks.targets import target_class
 from segfactory.factory.errors import RunError
 from segfactory.search.build.state import BuildState
 
@@ -54,7 +55,7 @@ def stage_export(state: BuildState, progress: Progress) -> dict[str, Any]:
             "file": str(path.relative_to(state.out)), "card": str(path.relative_to(state.out)) + ".json",
             "parity": (card.get("parity") or {}).get("agreement"), "params": card.get("params"),
             "macs": card.get("macs")}
-    if o.search.target.startswith("jetson"):
+    if target_class(o.search.target).engines:
         results["engines"] = _engines(state, size)
     return results
 
@@ -86,9 +87,10 @@ def _latency_of(state: BuildState, files: dict[str, Path], reference: str) -> di
 
     s = state.options.search
     size = _input_size(state)
-    if s.target == "cpu":
+    backend = target_class(s.target).bench_backend  # a target timed on this host: its runner
+    if backend:
         specs = [ModelSpec(name, path=path) for name, path in files.items()]
-        results = run_bench(specs, backend="ort", input_size=size, threads=s.latency_threads or 1, progress=False)
+        results = run_bench(specs, backend=backend, input_size=size, threads=s.latency_threads or 1, progress=False)
         return {r["model"]: r for r in results}
     return _target_latency(state, files, size)
 
@@ -113,19 +115,20 @@ def _target_latency(state: BuildState, files: dict[str, Path], size) -> dict[str
 
 def stage_check(state: BuildState, progress: Progress) -> dict[str, Any]:
     """The trained, exported FP32 model still meets the latency limit (measured beside arch0)."""
-    from segfactory.search.build.stages import _fits, _limit_text
+    from segfactory.search.limits import LATENCY, Limits
 
-    o = state.options
+    limits = Limits.of(state.options.search)
     files = {"arch0": _arch0_onnx(state), "model": state.out / ARTEFACT_NAMES["fp32"]}
     progress({"kind": "status", "message": "timing model.onnx beside arch0"})
     lat = _latency_of(state, files, "arch0")
     ms, ref = lat["model"]["median_ms"], lat["arch0"]["median_ms"]
     ratio = lat["model"].get("ratio_to_first", ms / ref)
     result = {"latency_ms": ms, "arch0_ms": ref, "ratio": ratio, "source": lat["model"].get("latency_source"),
-              "limit": _limit_text(o), "meets_limit": _fits(o, ms, ratio)}
+              "limit": limits.describe(LATENCY),
+              "meets_limit": limits.admits({"latency_ms": ms, "latency_ratio": ratio}, keys=LATENCY)}
     if not result["meets_limit"]:
         raise RunError(f"the exported model runs at {ms:.1f} ms ({ratio:.3f} x arch0 beside it), over "
-                       f"{_limit_text(o)}; its search measured it within: rerun the check on a quiet host "
+                       f"{limits.describe(LATENCY)}; its search measured it within: rerun the check on a quiet host "
                        f"(segfactory build --resume) or loosen the limit")
     return result
 

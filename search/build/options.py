@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from segfactory.factory.config import RELEASED, SEARCH_PROXY
 from segfactory.factory.errors import InputError
 from segfactory.factory.training.recipes import BUILD_RECIPES, RECIPES
 from segfactory.search.options import SearchOptions
 
 PRECISIONS = ("fp32", "fp16", "int8")
-REFERENCE_MODELS = ("arch0", "lraspp_mobilenet_v3_large")  # what a user would pick instead (--baselines)
+PAPER_MODEL, PEER_MODEL = "arch0", "lraspp_mobilenet_v3_large"  # a zoo name and a factory.reference name
+REFERENCE_MODELS = (PAPER_MODEL, PEER_MODEL)  # what a user would pick instead (--baselines)
 # deployed configurations (agg_size, sep_repeats) the build may give the picked genotype: the highest-capacity
 # one whose latency stays within the limit is chosen (measured beside arch0), the searched one first
-DEPLOY_CONFIGS = ((64, 2), (64, 1), (48, 1), (32, 1), (16, 1))
+DEPLOY_CONFIGS = tuple(dict.fromkeys((
+    (RELEASED.agg_size, RELEASED.sep_repeats), (RELEASED.agg_size, 1),
+    (SEARCH_PROXY.agg_size, SEARCH_PROXY.sep_repeats), (32, 1), (16, 1))))  # narrower heads after the proxy's
 DEFAULT_BUDGET = 8
 DEFAULT_EPOCHS = 30
 
@@ -48,6 +52,9 @@ class BuildOptions:
             raise InputError("give --train-minutes or --epochs, not both")
         if self.train_minutes is None and self.epochs is None:
             self.epochs = DEFAULT_EPOCHS
+        if not self.recipes:
+            raise InputError("--recipes names no recipe (one or more of "
+                             f"{', '.join(RECIPES.names())}, comma-separated)")
         for r in self.recipes:
             if r not in RECIPES:
                 raise InputError(f"unknown recipe {r!r} (one of {', '.join(RECIPES.names())})")

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from segfactory.search.build.options import PEER_MODEL
 from segfactory.search.build.state import BuildState
+from segfactory.search.limits import Limits
 
 
 def _plt():
@@ -59,11 +61,12 @@ def plot_front(state: BuildState, path: Path) -> Path | None:
     pick = next(t for t in pts if t["index"] == state.stages["pick"]["trial"])
     ax.scatter([pick["latency_ratio"]], [pick["score"]], s=80, facecolors="none", edgecolors="red", label="pick")
     ax.axvline(1.0, c="k", ls=":", lw=1, label="arch0")
-    lr = _bench_ratio(state, "lraspp")
+    lr = _bench_ratio(state, PEER_MODEL)
     if lr:
         ax.axvline(lr, c="tab:green", ls=":", lw=1, label="LR-ASPP")
-    if state.options.search.max_latency_ratio:
-        ax.axvline(state.options.search.max_latency_ratio, c="red", ls="--", lw=1, label="limit")
+    limit = Limits.of(state.options.search).max_latency_ratio  # the x axis is the ratio: its limit is drawn
+    if limit is not None:
+        ax.axvline(limit, c="red", ls="--", lw=1, label="limit")
     ax.set_xlabel("latency / arch0 (measured beside it)")
     ax.set_ylabel("proxy score (held-out part of train)")
     ax.legend(fontsize=7)

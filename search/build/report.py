@@ -10,6 +10,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from segfactory.benchmarks.targets import target_class
+from segfactory.search.build.options import REFERENCE_MODELS
 from segfactory.search.build.state import BuildState
 
 DATA_LICENCE_NOTE = "See the model cards' `licences` field."
@@ -31,7 +33,7 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 def model_table(state: BuildState) -> tuple[list[str], list[list[str]]]:
     """One row per exported model and precision: val figures, size, cost, latency and ratios to the references."""
     ev, bench, exp = state.stages["evaluate"], state.stages["bench"]["results"], state.stages["export"]
-    refs = [k for k in bench if k.startswith(("arch0", "lraspp_mobilenet_v3_large")) and k.endswith(
+    refs = [k for k in bench if k.startswith(REFERENCE_MODELS) and k.endswith(
         ("fp32", "(untrained)"))]
     head = ["model", "precision", "val mIoU", "mAcc", "params", "GMACs", "p50 ms", "p90 ms", "p99 ms", "source"]
     head += [f"x {r}" for r in refs]
@@ -79,9 +81,9 @@ def _settings(state: BuildState) -> list[str]:
 
 
 def _limit(state: BuildState) -> str:
-    from segfactory.search.build.stages import _limit_text
+    from segfactory.search.limits import LATENCY, Limits
 
-    return _limit_text(state.options)
+    return Limits.of(state.options.search).describe(LATENCY)
 
 
 def _deliverables(state: BuildState) -> list[str]:
@@ -93,7 +95,7 @@ def _latency_note(state: BuildState) -> str:
     bench = state.stages["bench"]["results"]
     sources = sorted({r.get("latency_source", "measured") for r in bench.values()})
     target = state.options.search.target
-    if target == "cpu":
+    if target_class(target).bench_backend:
         return ("Latency: **measured on this host** with ONNX Runtime, "
                 f"{state.options.search.latency_threads or 1} thread(s), all models interleaved in shuffled rounds.")
     how = {"measured": "measured on the device (a local GPU, or the Jetson's agent)",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from segfactory.search.build.options import BuildOptions
-from segfactory.search.build.state import STAGES, BuildState, open_build
+from segfactory.search.build.state import STAGES, BuildState, open_build, recorded_stages
 
 
 def _stage_functions() -> dict[str, Callable[[BuildState, Any], dict[str, Any]]]:
@@ -20,8 +20,16 @@ def _stage_functions() -> dict[str, Callable[[BuildState, Any], dict[str, Any]]]
             "report": lambda state, progress: write_report(state)}
 
 
-def run_build(options: BuildOptions, *, resume: bool = False, view: BuildView | None = None) -> dict[str, Any]:
-    """Run (or resume) a build; returns its summary (every stage's result, the deliverables)."""
+def run_build(options: BuildOptions, *, resume: bool = False, view: BuildView | None = None,
+              given: Collection[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) a build; returns its summary (every stage's result, the deliverables).
+
+    Every option is checked first (:func:`~segfactory.search.build.checks.check_build`; ``given``: the search
+    flags the user set), so a refused build creates and writes nothing."""
+    from segfactory.search.build.checks import check_build
+
+    check_build(options, resume=resume, given=given,
+                search_done=resume and "search" in recorded_stages(options.out))
     state = open_build(options, resume)
     view = view or BuildView(enabled=False)
     functions = _stage_functions()

@@ -14,6 +14,7 @@ from typing import Any
 from segfactory.factory.errors import InputError, RunError
 from segfactory.search.build.options import REFERENCE_MODELS
 from segfactory.search.build.state import BuildState
+from segfactory.search.limits import LATENCY, Limits
 
 Progress = Any  # callable(event dict)
 
@@ -25,40 +26,17 @@ def search_dir(state: BuildState) -> Path:
 
 def stage_search(state: BuildState, progress: Progress) -> dict[str, Any]:
     """Run (or resume) the search into DIR/search; with --from-search, check the finished one and use it."""
-    from segfactory.factory.io import read_json
     from segfactory.search.loop import run_search
 
     o = state.options
-    if o.from_search:
-        d = search_dir(state)
-        if not (d / "run.json").is_file() or not (d / "trials.jsonl").is_file():
-            raise InputError(f"--from-search {d} holds no search (run.json and trials.jsonl)")
-        run = read_json(d / "run.json", "search run file")
-        if run.get("options", {}).get("data") != o.search.data:
-            raise InputError(f"--from-search {d} searched {run.get('options', {}).get('data')!r}, not --data "
-                             f"{o.search.data!r}")
-        return {"dir": str(d), "from_search": True}
+    if o.from_search:  # checked before the build began (search.build.checks)
+        return {"dir": str(search_dir(state)), "from_search": True}
     d = search_dir(state)
     options = replace(o.search, out=str(d), max_minutes=o.search_minutes)
     resume = (d / "run.json").is_file()
     summary = run_search(options, resume=resume, on_event=progress, given=set() if resume else None)
     return {"dir": str(d), "from_search": False, "trained": summary["trained"], "counts": summary["counts"],
             "seconds_per_candidate": summary["seconds_per_candidate"], "stopped": summary.get("stopped")}
-
-
-def _limit_text(o) -> str:
-    parts = []
-    if o.search.max_latency_ratio is not None:
-        parts.append(f"latency <= {o.search.max_latency_ratio:g} x arch0")
-    if o.search.max_latency_ms is not None:
-        parts.append(f"latency <= {o.search.max_latency_ms:g} ms")
-    return " and ".join(parts) or "no latency limit"
-
-
-def _fits(o, ms: float, ratio: float | None) -> bool:
-    s = o.search
-    return ((s.max_latency_ms is None or ms <= s.max_latency_ms)
-            and (s.max_latency_ratio is None or (ratio is not None and ratio <= s.max_latency_ratio)))
 
 
 def stage_pick(state: BuildState, progress: Progress) -> dict[str, Any]:
@@ -73,11 +51,12 @@ def stage_pick(state: BuildState, progress: Progress) -> dict[str, Any]:
     o, d = state.options, search_dir(state)
     run = read_json(d / "run.json", "search run file")
     trials, _ = load_trials(d / "trials.jsonl")
-    best = best_trial(trials, max_latency_ms=o.search.max_latency_ms, max_latency_ratio=o.search.max_latency_ratio)
+    limits = Limits.of(o.search)
+    best = best_trial(trials, limits)
     if best is None:
         ok = [t for t in trials if t.get("status") == "ok"]
         fastest = min((t.get("latency_ratio") or float("inf") for t in ok), default=None)
-        raise InputError(f"no candidate of the search meets {_limit_text(o)}: {len(ok)} trained ok"
+        raise InputError(f"no candidate of the search meets {limits.describe()}: {len(ok)} trained ok"
                          + (f", the fastest at {fastest:.2f} x arch0" if fastest not in (None, float("inf")) else "")
                          + "; loosen the limit or search longer")
     genotype = Genotype.from_dict(best["genotype"])
@@ -90,7 +69,7 @@ def stage_pick(state: BuildState, progress: Progress) -> dict[str, Any]:
     pick = best_json(run, best)
     pick["model_config"].update(agg_size=chosen["agg_size"], sep_repeats=chosen["sep_repeats"])
     pick.update(deploy_configs=configs, chosen_config=[chosen["agg_size"], chosen["sep_repeats"]],
-                searched_config=list(searched), limit=_limit_text(o))
+                searched_config=list(searched), limit=limits.describe(LATENCY))
     atomic_write_json(state.out / "pick.json", pick)
     return {"trial": best["index"], "key": best["key"], "score": best["score"], "reward": best["reward"],
             "latency_ms": chosen["latency_ms"], "latency_ratio": chosen["ratio"], "latency_source": chosen["source"],
@@ -120,7 +99,8 @@ def _measure_configs(state: BuildState, run: dict[str, Any], genotype) -> list[d
         lat = target.latency(genotype, deploy.with_(agg_size=agg, sep_repeats=sep), size)
         ratio = lat.detail.get("ratio", lat.ms / ref_ms if ref_ms else None)
         out.append({"agg_size": agg, "sep_repeats": sep, "latency_ms": lat.ms, "ratio": ratio,
-                    "source": lat.source, "fits": _fits(o, lat.ms, ratio)})
+                    "source": lat.source, "fits": Limits.of(s).admits(
+                        {"latency_ms": lat.ms, "latency_ratio": ratio}, keys=LATENCY)})
     return out
 
 

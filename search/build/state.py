@@ -64,6 +64,8 @@ def open_build(options: BuildOptions, resume: bool) -> BuildState:
             raise InputError(f"{path} is not a {FORMAT} file")
         saved = BuildOptions.from_dict(doc["options"])
         _check_same(saved, options, out)
+        if "search" in doc["stages"]:
+            _check_search_budget(saved, options, out)
         for name in RUNTIME_FIELDS:
             setattr(saved, name, getattr(options, name))
         for name in SEARCH_RUNTIME:
@@ -76,6 +78,33 @@ def open_build(options: BuildOptions, resume: bool) -> BuildState:
     state = BuildState(out, options, {}, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     atomic_write_json(path, state.to_dict())
     return state
+
+
+def _check_search_budget(saved: BuildOptions, asked: BuildOptions, out: Path) -> None:
+    """A finished search stage is not extended by a resume (its pick, trainings and exports would have to be
+    redone): a larger --budget or --search-minutes is refused with the commands that do it."""
+    more = []
+    if asked.search.budget > saved.search.budget:
+        more.append(f"--budget {asked.search.budget} (it ran with {saved.search.budget})")
+    if (asked.search_minutes or 0) > (saved.search_minutes or 0):
+        more.append(f"--search-minutes {asked.search_minutes:g} (it ran with {saved.search_minutes or 0:g})")
+    if more and not saved.from_search:
+        grow = (f"--budget {asked.search.budget}" if asked.search.budget > saved.search.budget
+                else f"--minutes {asked.search_minutes:g}")
+        raise InputError(f"--resume: the search of {out} is finished, so {' and '.join(more)} would change "
+                         f"nothing; to search further run `segfactory search --resume --out {out / 'search'} "
+                         f"{grow}`, then `segfactory build --from-search {out / 'search'} --out NEW_DIR` with "
+                         "this build's other flags")
+
+
+def recorded_stages(out: str | Path) -> set[str]:
+    """The stages ``out/build.json`` records as done (none where there is no readable build)."""
+    import json
+
+    try:
+        return set(json.loads((Path(out) / "build.json").read_text())["stages"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def _check_same(saved: BuildOptions, asked: BuildOptions, out: Path) -> None:

@@ -22,7 +22,8 @@ from segfactory.factory.config import ModelConfig
 from segfactory.factory.genotype import Genotype
 from segfactory.factory.model import build_model
 from segfactory.search import ray_executor
-from segfactory.search.loop import SearchOptions, run_search
+from segfactory.search.loop import run_search
+from segfactory.search.options import SearchOptions
 from segfactory.search.ray_executor import RayExecutor, make_ray_executor_factory
 
 TRAINED = ("ok", "early-stopped", "failed")
@@ -207,7 +208,8 @@ def test_local_executor_imports_no_ray(tmp_path):
     _camvid_mini_or_skip()
     code = (
         "import sys\n"
-        "from segfactory.search.loop import SearchOptions, run_search\n"
+        "from segfactory.search.loop import run_search\n"
+        "from segfactory.search.options import SearchOptions\n"
         f"o = SearchOptions(out={str(tmp_path / 'run')!r}, budget=1, strategy='random', preset='test', "
         "encoder_weights='none', target='jetson-orin-nano', input_size=(64, 64), device='cpu', threads=1, "
         "executor='local', proxy={'max_proxy_macs': 10**12})\n"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from segfactory.search.context import make_context
 from segfactory.search.executors import LocalExecutor
-from segfactory.search.loop import Search, SearchOptions, make_context
+from segfactory.search.loop import Search
+from segfactory.search.options import SearchOptions
 from segfactory.search.proxy import ProxyResult
 
 

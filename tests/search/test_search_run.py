@@ -120,19 +120,20 @@ def test_same_seed_same_rewards_same_genotypes_uninterrupted(killed_and_resumed,
 
 def test_pick_under_limits(killed_and_resumed, tmp_path):
     from segfactory.factory.errors import RunError
+    from segfactory.search.limits import Limits
     from segfactory.search.pick import pick
 
     d = killed_and_resumed
     ok = [t for t in _trials(d) if t["status"] == "ok"]
     fastest = min(ok, key=lambda t: t["latency_ms"])
     out = tmp_path / "pick.json"
-    best = pick(d, max_latency_ms=fastest["latency_ms"], out=out)
+    best = pick(d, Limits(max_latency_ms=fastest["latency_ms"]), out=out)
     assert best["trial"]["index"] == fastest["index"]
     assert resolve_arch(str(out)).key() == fastest["key"]
     smallest = min(ok, key=lambda t: t["params"])
-    assert pick(d, max_params=smallest["params"])["trial"]["params"] <= smallest["params"]
-    with pytest.raises(RunError):
-        pick(d, max_latency_ms=fastest["latency_ms"] * 0.5)
+    assert pick(d, Limits(max_params=smallest["params"]))["trial"]["params"] <= smallest["params"]
+    with pytest.raises(RunError, match="meets latency <= "):
+        pick(d, Limits(max_latency_ms=fastest["latency_ms"] * 0.5))
 
 
 def test_non_empty_out_refuses_and_resume_needs_a_run(tmp_path):

@@ -6,6 +6,7 @@ from segfactory.factory.genotype import Genotype, action_space
 from segfactory.factory.model import build_model
 from segfactory.factory.zoo import ZOO
 from segfactory.search.early_stop import EarlyStopper
+from segfactory.search.limits import Limits
 from segfactory.search.strategies import STRATEGIES, Evolution, Proposal, RandomSearch, make_strategy, mutate
 from segfactory.search.trials import TrialStore, best_trial, load_trials
 
@@ -144,7 +145,7 @@ def test_trials_torn_last_line_is_dropped(tmp_path):
     again.append({"index": 3, "status": "failed", "reward": None})
     assert [t["index"] for t in load_trials(path)[0]] == [0, 1, 2, 3]
     assert best_trial(load_trials(path)[0])["index"] == 2
-    assert best_trial(load_trials(path)[0], max_latency_ms=2.5)["index"] == 1
+    assert best_trial(load_trials(path)[0], Limits(max_latency_ms=2.5))["index"] == 1
 
 
 def test_trials_damaged_middle_line_is_an_error(tmp_path):
