@@ -12,14 +12,16 @@ from segfactory.export.api import PRECISIONS
 from segfactory.factory.commands.flags import option
 from segfactory.factory.commands.options import (
     DEVICES,
+    MODEL_CONFIG_PARAMS,
     config_from_options,
+    explicit,
     input_size_option,
     json_option,
     model_config_options,
     quiet_option,
     version,
 )
-from segfactory.factory.commands.types import Names
+from segfactory.factory.commands.types import NON_NEGATIVE, Names
 from segfactory.factory.memory import BOUNDS_HELP
 from segfactory.factory.reference import REFERENCES
 from segfactory.factory.zoo import ZOO
@@ -49,9 +51,9 @@ def _named(names, help_of) -> str:
 @option("--reference", is_flag=True, help=lambda: f"Add the reference models: {_named(REFERENCES, REFERENCES.help)}.")
 @click.option("--rounds", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Interleaved rounds (each in a shuffled model order).")
-@click.option("--min-seconds", type=click.FloatRange(0), default=3.0, show_default=True,
+@click.option("--min-seconds", type=NON_NEGATIVE, default=3.0, show_default=True,
               help="At least this much timed work per model (trtexec --duration).")
-@click.option("--warmup-ms", type=click.FloatRange(0), default=200.0, show_default=True,
+@click.option("--warmup-ms", type=NON_NEGATIVE, default=200.0, show_default=True,
               help="Warm-up per model, by time (trtexec --warmUp).")
 @device_agent_options("Measure on a device agent (segfactory agent serve) at this URL, with its backend, one model "
                       "after another (--backend, --threads, --rounds do not apply).")
@@ -86,6 +88,11 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
         render(results)
 
 
+# profile's parameters that only profiling uses: given with --check, they are refused rather than ignored
+NOT_FOR_CHECK = ("target", "input_size", "threads", "out", "fit_models", "select_models", "seed", "minutes", "runs",
+                 "precision")
+
+
 @click.command()
 @option("--target", type=Names(target_names), default=DEFAULT_TARGET, show_default=True,
         help=lambda: f"Latency target: {_named(target_names(), target_help().get)}.")
@@ -105,10 +112,10 @@ def bench(models, archs, checkpoints, num_classes, agg_size, sep_repeats, encode
                    "predictor.")
 @click.option("--select-models", type=click.IntRange(0, 1000), default=16, show_default=True,
               help="Random genotypes (another disjoint seed range) measured whole to choose the predictor's form.")
-@click.option("--min-seconds", type=click.FloatRange(0), default=2.0, show_default=True,
+@click.option("--min-seconds", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="Timed seconds per genotype measured whole on this host (fitting, selection, --check).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--minutes", type=click.FloatRange(0), default=None, help="Stop measuring after this long (resume later).")
+@click.option("--minutes", type=NON_NEGATIVE, default=None, help="Stop measuring after this long (resume later).")
 @click.option("--runs", type=click.IntRange(3, 1000), default=15, show_default=True,
               help="Profiled runs per bag of units (with --device-url: at least 50 iterations per unit).")
 @device_agent_options("Profile a jetson-* target on its device agent (segfactory agent serve): each unit is "
@@ -131,8 +138,11 @@ def profile(target, input_size, threads, out, check, eval_seeds, num_classes, ag
         from segfactory.benchmarks.lut.protocol import parse_seeds
 
         ctx = click.get_current_context()
-        given = any(ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
-                    for p in ("num_classes", "agg_size", "sep_repeats", "encoder_weights"))
+        ignored = [p.opts[0] for p in ctx.command.params if p.name in NOT_FOR_CHECK and explicit(ctx, p.name)]
+        if ignored:
+            raise click.UsageError(f"{', '.join(ignored)}: not used by --check, which measures at the table's own "
+                                   "target, input size, threads and precision; drop them")
+        given = any(explicit(ctx, p) for p in MODEL_CONFIG_PARAMS)
         result = check_table(check, seeds=parse_seeds(eval_seeds) if eval_seeds else None,
                              config=config if given else None, min_seconds=min_seconds, device_url=device_url,
                              token_file=device_token_file, log=log)

@@ -70,6 +70,9 @@ def export(ctx: click.Context, checkpoint: str | None, arch: str | None, fmt: st
         raise click.UsageError("Missing option '--input-size' (HxW, e.g. 360x480).")
     if (checkpoint is None) == (arch is None):
         raise click.UsageError("pass exactly one of --checkpoint and --arch")
+    if precision != "int8" and explicit(ctx, "calib_images"):
+        raise click.UsageError(f"--calib-images: only with --precision int8 (this export is {precision}: nothing is "
+                               "calibrated)")
     config = None
     if checkpoint is not None:
         given = [f"--{n.replace('_', '-')}" for n in MODEL_CONFIG_PARAMS if explicit(ctx, n)]

@@ -192,12 +192,16 @@ BEFORE_WORK = [
     ("search-proxy-float-batch", ["search", "--proxy-set", "stage2_batch=2.5"], "stage2_batch=2.5 must be an int"),
     ("search-proxy-null", ["search", "--proxy-set", "stage1_epochs=null"], "stage1_epochs=null must be an integer"),
     ("pick-out-unwritable", ["search", "pick", "{runs}/search", "--out", "{root}/afile/pick.json"], "afile"),
+    ("profile-check-size", ["profile", "--check", "{root}/nan_lut.json", "--input-size", "64x64", "--threads", "2"],
+     "--input-size, --threads: not used by --check"),
+    ("export-calib-fp32", ["export", "--arch", "arch0", "--input-size", "48x64", "--precision", "fp32",
+                           "--calib-images", "5", "--out", "{tmp}/out/m.onnx"], "--calib-images: only with"),
 ]
 
 
 @pytest.mark.parametrize("case, argv, fragment", BEFORE_WORK, ids=[c[0] for c in BEFORE_WORK])
 def test_refused_before_any_work(case, argv, fragment, files, runs, tmp_path, capsys):
-    argv = [a.format(root=files, runs=runs) for a in argv]
+    argv = [a.format(root=files, runs=runs, tmp=tmp_path) for a in argv]
     if argv[0] in ("build", "search") and argv[1] != "pick":
         argv += ["--data", f"camvid:{files}/camvid", "--out", str(tmp_path / "out"), "-q"]
         argv += [] if "--from-search" in argv else ["--preset", "test"]

@@ -10,6 +10,7 @@ from segfactory.benchmarks.agent.backends import AGENT_BACKENDS, AUTO, MEASURING
 from segfactory.benchmarks.agent.limits import ACTIVATION_FACTOR, MEMORY_FRACTION
 from segfactory.benchmarks.agent.settings import LIMITS, MAX_SIDE
 from segfactory.factory.commands.options import version
+from segfactory.factory.commands.types import POSITIVE
 
 SERVE_HELP = f"""Serve GET /v1/health and POST /v1/measure until interrupted.
 
@@ -43,8 +44,8 @@ def agent() -> None:
 @click.option("--queue-limit", default=32, show_default=True, type=int,
               help="Requests that may wait for the device; more get 503.")
 @click.option("--insecure-loopback", is_flag=True, help="Allow serving without a token, on a loopback address only.")
-@click.option("--max-body-mb", default=64.0, show_default=True, type=float, help="Largest ONNX upload (MiB); 413 above.")
-@click.option("--timeout-s", default=900.0, show_default=True, type=float,
+@click.option("--max-body-mb", default=64.0, show_default=True, type=POSITIVE, help="Largest ONNX upload (MiB); 413 above.")
+@click.option("--timeout-s", default=900.0, show_default=True, type=POSITIVE,
               help="Time limit of one build plus measurement; the worker is killed past it.")
 @version
 def serve(host: str, port: int, token_file: Path | None, backend: str, cache_dir: Path | None, queue_limit: int,

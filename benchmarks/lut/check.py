@@ -21,6 +21,7 @@ from segfactory.factory.config import ModelConfig
 from segfactory.factory.errors import InputError, RunError
 
 FORMAT = "segfactory.lut-check/1"
+MAX_CHECK_SEEDS = 1000  # genotypes one check may time (each several seconds)
 
 
 def table_config(lut: Lut) -> ModelConfig:
@@ -66,13 +67,17 @@ def figures(measured: list[float], predicted: list[float], *, boot: int = 0, see
     return out
 
 
-def _measure_here(lut: Lut, named, config, *, rounds: int, min_seconds: float, log) -> dict[str, dict[str, Any]]:
-    from segfactory.benchmarks.lut.protocol import measure_groups
+def _check_here(lut: Lut) -> None:
     from segfactory.benchmarks.runners import cpu_description
 
     if lut.data["backend"] != "ort" or lut.data.get("device") != cpu_description():
         raise InputError(f"lookup table {lut.path} was measured on {lut.data.get('device')!r} "
                          f"({lut.data['backend']}), not on this host: check it where it was made")
+
+
+def _measure_here(lut: Lut, named, config, *, rounds: int, min_seconds: float, log) -> dict[str, dict[str, Any]]:
+    from segfactory.benchmarks.lut.protocol import measure_groups
+
     done: dict[str, dict[str, Any]] = {}
     measure_groups(named, config, lut.input_size, threads=lut.threads, done=done, rounds=rounds,
                    min_seconds=min_seconds, log=log)
@@ -106,14 +111,19 @@ def check_table(path: str | Path, *, seeds: tuple[int, int] | None = None, confi
     lut.check(config)
     if seeds is None:
         seeds = tuple(((lut.data.get("sets") or {}).get("evaluation") or {}).get("seeds") or EVAL_SEEDS)
+    remote = lut.data.get("measured_by") == "agent"
+    if remote and device_url is None:  # refused before any genotype is drawn or timed
+        raise InputError(f"lookup table {path} was measured on {lut.data.get('device')} through a device agent: "
+                         "checking it needs --device-url (that device's agent)")
+    if not remote:
+        _check_here(lut)
+    if seeds[1] - seeds[0] + 1 > MAX_CHECK_SEEDS:
+        raise InputError(f"--eval-seeds {seeds[0]}-{seeds[1]}: {seeds[1] - seeds[0] + 1} genotypes, more than "
+                         f"{MAX_CHECK_SEEDS} to time one by one; check a narrower range")
     named = seed_set(*seeds)
     assert_unseen(lut, named, "--eval-seeds")
-    remote = lut.data.get("measured_by") == "agent"
     t0 = time.monotonic()
     if remote:
-        if device_url is None:
-            raise InputError(f"lookup table {path} was measured on {lut.data.get('device')} through a device agent: "
-                             "checking it needs --device-url (that device's agent)")
         done = _measure_on_agent(lut, named, config, device_url, token_file, log)
     else:
         done = _measure_here(lut, named, config, rounds=rounds, min_seconds=min_seconds, log=log)
