@@ -35,25 +35,25 @@ def _named(names, help_of) -> str:
 @click.command()
 @click.argument("models", nargs=-1)
 @option("--arch", "archs", multiple=True, help=lambda: f"A zoo name ({', '.join(ZOO)}); repeatable.")
-@click.option("--checkpoint", "checkpoints", multiple=True, help="A model.pt; repeatable.")
+@option("--checkpoint", "checkpoints", multiple=True, help="A model.pt; repeatable.")
 @model_config_options
 @option("--backend", type=Names(bench_backends), default=DEFAULT_BACKEND, show_default=True,
         help=lambda: _named(bench_backends(), bench_backend_help) + ".")
 @input_size_option()
-@click.option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True,
+@option("--batch", type=click.IntRange(1, 1024), default=1, show_default=True,
               help=f"Images per inference. {BOUNDS_HELP}")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+@option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads (ort: intra-op, inter-op 1; torch: set_num_threads). Default: 1 for ort.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+@option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Engine precision for trt/trtexec (default fp16); ort/torch run the graph as it is.")
-@click.option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True,
+@option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True,
               help="Where the torch backend runs.")
 @option("--reference", is_flag=True, help=lambda: f"Add the reference models: {_named(REFERENCES, REFERENCES.help)}.")
-@click.option("--rounds", type=click.IntRange(1, 1000), default=10, show_default=True,
+@option("--rounds", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Interleaved rounds (each in a shuffled model order).")
-@click.option("--min-seconds", type=NON_NEGATIVE, default=3.0, show_default=True,
+@option("--min-seconds", type=NON_NEGATIVE, default=3.0, show_default=True,
               help="At least this much timed work per model (trtexec --duration).")
-@click.option("--warmup-ms", type=NON_NEGATIVE, default=200.0, show_default=True,
+@option("--warmup-ms", type=NON_NEGATIVE, default=200.0, show_default=True,
               help="Warm-up per model, by time (trtexec --warmUp).")
 @device_agent_options("Measure on a device agent (segfactory agent serve) at this URL, with its backend, one model "
                       "after another (--backend, --threads, --rounds do not apply).")
@@ -97,30 +97,30 @@ NOT_FOR_CHECK = ("target", "input_size", "threads", "out", "fit_models", "select
 @option("--target", type=Names(target_names), default=DEFAULT_TARGET, show_default=True,
         help=lambda: f"Latency target: {_named(target_names(), target_help().get)}.")
 @input_size_option()
-@click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+@option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="ONNX Runtime intra-op threads the table is measured (and valid) for.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@option("--out", type=click.Path(dir_okay=False), default=None,
               help="lut.json to write; an existing compatible one is resumed (required unless --check).")
-@click.option("--check", "check", type=click.Path(dir_okay=False), default=None,
+@option("--check", "check", type=click.Path(dir_okay=False), default=None,
               help="Instead of profiling: measure the --eval-seeds genotypes whole, predict them from this lut.json "
                    "and print the share within +-10%, MAPE and Kendall tau (its own settings and configuration).")
-@click.option("--eval-seeds", default=None, metavar="A-B",
+@option("--eval-seeds", default=None, metavar="A-B",
               help="With --check: seeds of the genotypes to check [default: the table's evaluation range, 0-39].")
 @model_config_options
-@click.option("--fit-models", type=click.IntRange(0, 1000), default=24, show_default=True,
+@option("--fit-models", type=click.IntRange(0, 1000), default=24, show_default=True,
               help="Random genotypes (a seed range disjoint from evaluation seeds) measured whole to fit the "
                    "predictor.")
-@click.option("--select-models", type=click.IntRange(0, 1000), default=16, show_default=True,
+@option("--select-models", type=click.IntRange(0, 1000), default=16, show_default=True,
               help="Random genotypes (another disjoint seed range) measured whole to choose the predictor's form.")
-@click.option("--min-seconds", type=NON_NEGATIVE, default=2.0, show_default=True,
+@option("--min-seconds", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="Timed seconds per genotype measured whole on this host (fitting, selection, --check).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--minutes", type=NON_NEGATIVE, default=None, help="Stop measuring after this long (resume later).")
-@click.option("--runs", type=click.IntRange(3, 1000), default=15, show_default=True,
+@option("--seed", type=int, default=0, show_default=True)
+@option("--minutes", type=NON_NEGATIVE, default=None, help="Stop measuring after this long (resume later).")
+@option("--runs", type=click.IntRange(3, 1000), default=15, show_default=True,
               help="Profiled runs per bag of units (with --device-url: at least 50 iterations per unit).")
 @device_agent_options("Profile a jetson-* target on its device agent (segfactory agent serve): each unit is "
                       "exported here and measured there.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
+@option("--precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
               help="Engine precision on the device agent (with --device-url).")
 @json_option
 @quiet_option

@@ -24,7 +24,7 @@ from typing import Any
 
 from segfactory.factory.errors import InputError
 
-# The figures are benchmarks/scripts/fit_roofline.py --out-of-sample (benchmarks/results/roofline_oos.json): the
+# The figures are benchmarks/scripts/fit_roofline.py --out-of-sample (results/roofline_oos.json): the
 # factors refitted with each published model left out in turn, scored on the rows left out. In sample (fitted and
 # scored on the same 22 rows) the worst row is x1.22.
 OUT_OF_SAMPLE = "x0.74-x1.29 of measured (x0.69-x0.99 for MobileNetV2, the only depthwise model)"

@@ -7,6 +7,7 @@ import json
 import click
 from segfactory.export.api import FORMATS, PRECISIONS, ExportOptions
 from segfactory.export.onnx import EXPORTERS, INPUT_DTYPES, OUTPUTS
+from segfactory.factory.commands.flags import option
 from segfactory.factory.commands.options import (
     MODEL_CONFIG_PARAMS,
     config_from_options,
@@ -30,28 +31,28 @@ SPEC_HELP = "Real images for parity, calibration and mIoU: camvid:PATH, cityscap
 
 
 @click.command("export")
-@click.option("--checkpoint", type=click.Path(dir_okay=True), default=None,
+@option("--checkpoint", type=click.Path(dir_okay=True), default=None,
               help="A trained model: DIR/model.pt (or the run DIR).")
-@click.option("--arch", default=None, help="Or an untrained architecture: zoo name, genotype JSON or best.json.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=_default("fmt"), show_default=True,
+@option("--arch", default=None, help="Or an untrained architecture: zoo name, genotype JSON or best.json.")
+@option("--format", "fmt", type=click.Choice(FORMATS), default=_default("fmt"), show_default=True,
               help="ONNX file or TensorRT engine.")
 @input_size_option(default=None, help="Input size HxW of the exported graph, e.g. 360x480 (required; 8..8192 "
                                       f"per side). {BOUNDS_HELP}")
 @model_config_options
-@click.option("--precision", type=click.Choice(PRECISIONS), default=_default("precision"), show_default=True,
+@option("--precision", type=click.Choice(PRECISIONS), default=_default("precision"), show_default=True,
               help="fp16: the graph in FP16; int8: Q/DQ calibrated on --data (TensorRT's explicit quantisation).")
-@click.option("--dynamic-batch", is_flag=True, help="A symbolic batch dimension.")
-@click.option("--opset", type=click.IntRange(17, 30), default=_default("opset"), show_default=True, help="ONNX opset.")
-@click.option("--data", default=None, help=SPEC_HELP)
-@click.option("--calib-images", type=click.IntRange(1, 100000), default=_default("calib_images"), show_default=True,
+@option("--dynamic-batch", is_flag=True, help="A symbolic batch dimension.")
+@option("--opset", type=click.IntRange(17, 30), default=_default("opset"), show_default=True, help="ONNX opset.")
+@option("--data", default=None, help=SPEC_HELP)
+@option("--calib-images", type=click.IntRange(1, 100000), default=_default("calib_images"), show_default=True,
               help="INT8 calibration images (from the train split of --data).")
-@click.option("--output", type=click.Choice(OUTPUTS), default=_default("output"), show_default=True,
+@option("--output", type=click.Choice(OUTPUTS), default=_default("output"), show_default=True,
               help="labels: argmax in the graph (uint8 N,H,W).")
-@click.option("--input", "input_dtype", type=click.Choice(INPUT_DTYPES), default=_default("input_dtype"),
+@option("--input", "input_dtype", type=click.Choice(INPUT_DTYPES), default=_default("input_dtype"),
               show_default=True, help="uint8: RGB input with the normalisation in the graph.")
-@click.option("--exporter", type=click.Choice(EXPORTERS), default=_default("exporter"),
+@option("--exporter", type=click.Choice(EXPORTERS), default=_default("exporter"),
               show_default=True, help="torch.onnx exporter.")
-@click.option("--out", required=True, type=click.Path(), help="Output FILE (model.onnx, or model.engine for trt).")
+@option("--out", required=True, type=click.Path(), help="Output FILE (model.onnx, or model.engine for trt).")
 @json_option
 @quiet_option
 @version

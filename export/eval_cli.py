@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import click
+from segfactory.factory.commands.flags import option
 from segfactory.factory.commands.options import (
     device_option,
     json_option,
@@ -30,15 +31,15 @@ def open_onnx(path: Path):
 
 
 @click.command("eval")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A model.pt from train.")
-@click.option("--model", "model_file", type=click.Path(dir_okay=False), default=None,
+@option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A model.pt from train.")
+@option("--model", "model_file", type=click.Path(dir_okay=False), default=None,
               help="An ONNX model (run with ONNX Runtime).")
-@click.option("--data", required=True, help=SPEC_HELP)
-@click.option("--split", type=click.Choice(SPLITS), default="val", show_default=True)
-@click.option("--num-classes", type=click.IntRange(1, 1000), default=None,
+@option("--data", required=True, help=SPEC_HELP)
+@option("--split", type=click.Choice(SPLITS), default="val", show_default=True)
+@option("--num-classes", type=click.IntRange(1, 1000), default=None,
               help="Classes of folder: data (default: the model's).")
-@click.option("--ignore-index", type=int, default=None, help="Ignore label of folder: data (default 255).")
-@click.option("--batch-size", type=click.IntRange(1, 256), default=1, show_default=True)
+@option("--ignore-index", type=int, default=None, help="Ignore label of folder: data (default 255).")
+@option("--batch-size", type=click.IntRange(1, 256), default=1, show_default=True)
 @device_option
 @json_option
 @quiet_option

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("segfactory.benchmarks.cli:profile", "Measure a latency lookup table for a target."),
     "agent": ("segfactory.benchmarks.agent.cli:agent", "Serve latency measurements on a device."),
     "search": ("segfactory.search.cli:search", "Search for a decoder (PPO, random, evolution)."),
-    "build": ("segfactory.search.build.cli:build",
+    "build": ("segfactory.search.pipeline.cli:build",
               "From a dataset to a deployable model: search, train, export, check, evaluate, bench, report."),
 }
 

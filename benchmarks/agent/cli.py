@@ -9,6 +9,7 @@ import click
 from segfactory.benchmarks.agent.backends import AGENT_BACKENDS, AUTO, MEASURING_BACKENDS
 from segfactory.benchmarks.agent.limits import ACTIVATION_FACTOR, MEMORY_FRACTION
 from segfactory.benchmarks.agent.settings import LIMITS, MAX_SIDE
+from segfactory.factory.commands.flags import option
 from segfactory.factory.commands.options import version
 from segfactory.factory.commands.types import POSITIVE
 
@@ -31,21 +32,21 @@ def agent() -> None:
 
 
 @agent.command("serve", help=SERVE_HELP)
-@click.option("--host", default="127.0.0.1", show_default=True,
+@option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 for every interface; a token is then required).")
-@click.option("--port", default=8765, show_default=True, type=int, help="TCP port (0: any free port).")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+@option("--port", default=8765, show_default=True, type=int, help="TCP port (0: any free port).")
+@option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="File holding the bearer token clients must send (chmod 600).")
-@click.option("--backend", type=click.Choice(AGENT_BACKENDS), default=AUTO, show_default=True,
+@option("--backend", type=click.Choice(AGENT_BACKENDS), default=AUTO, show_default=True,
               help=f"{AUTO}: the first that runs here of " + ", ".join(f"{name} ({what})" for name, what in
                                                                         MEASURING_BACKENDS.items()) + ".")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+@option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep results here too (by model sha256 and settings), across restarts.")
-@click.option("--queue-limit", default=32, show_default=True, type=int,
+@option("--queue-limit", default=32, show_default=True, type=int,
               help="Requests that may wait for the device; more get 503.")
-@click.option("--insecure-loopback", is_flag=True, help="Allow serving without a token, on a loopback address only.")
-@click.option("--max-body-mb", default=64.0, show_default=True, type=POSITIVE, help="Largest ONNX upload (MiB); 413 above.")
-@click.option("--timeout-s", default=900.0, show_default=True, type=POSITIVE,
+@option("--insecure-loopback", is_flag=True, help="Allow serving without a token, on a loopback address only.")
+@option("--max-body-mb", default=64.0, show_default=True, type=POSITIVE, help="Largest ONNX upload (MiB); 413 above.")
+@option("--timeout-s", default=900.0, show_default=True, type=POSITIVE,
               help="Time limit of one build plus measurement; the worker is killed past it.")
 @version
 def serve(host: str, port: int, token_file: Path | None, backend: str, cache_dir: Path | None, queue_limit: int,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
+from segfactory.factory.commands.flags import option
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Flag:
 
     def option(self, help: str | None = None) -> Callable:
         """The click option, default None (no agent)."""
-        return click.option(self.flag, self.dest, type=self.type, default=None, help=help or self.help)
+        return option(self.flag, self.dest, type=self.type, default=None, help=help or self.help)
 
 
 DEVICE_URL = Flag("--device-url", "device_url", "Device agent URL (segfactory agent serve).")

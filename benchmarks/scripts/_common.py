@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+RESULTS = Path(__file__).resolve().parents[2] / "results"  # what the scripts publish: outside every package
+
 
 def shared_dir() -> Path:
     """``../shared`` beside the checkout (or ``$SEGFACTORY_SHARED``)."""

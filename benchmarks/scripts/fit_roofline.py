@@ -2,7 +2,7 @@
 
     python benchmarks/scripts/fit_roofline.py                  # grid search, prints the best Params and the table
     python benchmarks/scripts/fit_roofline.py --out-of-sample  # + leave-one-model-out / leave-one-device-out,
-                                                               #   JSON in benchmarks/results/roofline_oos.json
+                                                               #   JSON in results/roofline_oos.json
 
 The fitted values are copied into ``segfactory.benchmarks.roofline.Params`` (the defaults there); the test
 suite checks every row stays within 1.5x of the published figure. Those ratios are in-sample: the five factors
@@ -138,7 +138,7 @@ def print_in_sample(rows, P) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-of-sample", action="store_true", help="also leave one model / device out in turn")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/roofline_oos.json"))
+    ap.add_argument("--out", type=Path, default=Path("results/roofline_oos.json"))
     args = ap.parse_args(argv)
     rows, P = list(TIER_A), grid_params()
     print_in_sample(rows, P)

@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import RESULTS, machine
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 MINI = Path(__file__).resolve().parents[2] / "data" / "camvid-mini"  # as camvid:PATH, which older code reads too
 
 

@@ -13,7 +13,7 @@ the same group (what the predictor's evaluation also reports). No predictor can 
 
 Both runs resume where they stopped (``--minutes`` bounds one invocation; state in ``--workdir``). Run 2 is
 refused (or, with ``--wait``, delayed) until run 1 is complete and 10 minutes have passed since it ended.
-The result is ``benchmarks/results/latency_floor.json``. Never run it beside another timing (measuring-here.md).
+The result is ``results/latency_floor.json``. Never run it beside another timing (measuring-here.md).
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=None, help="stop after this long; run again to resume")
     p.add_argument("--gap-minutes", type=float, default=GAP_S / 60,
                    help="least time between the end of run 1 and the start of run 2 (the floor's definition: 10)")
-    p.add_argument("--workdir", type=Path, default=Path("benchmarks/results/latency_floor"))
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_floor.json"))
+    p.add_argument("--workdir", type=Path, default=Path("results/latency_floor"))
+    p.add_argument("--out", type=Path, default=Path("results/latency_floor.json"))
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     state_path = args.workdir / "state.json"

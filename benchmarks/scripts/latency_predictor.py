@@ -9,7 +9,7 @@ Four steps, each its own invocation (each resumable; ``--minutes`` bounds one in
                 plus arch0 and arch1, measured with the protocol (groups interleaved beside an anchor, rounds
                 shuffled) and predicted from the table (the cost of one prediction is timed, caches cold)
     report      share within +-10%, MAPE and Kendall's tau (90% bootstrap intervals) per thread count, beside the
-                floor (benchmarks/scripts/latency_floor.py), goals, a scatter plot; JSON + PNG in benchmarks/results/
+                floor (benchmarks/scripts/latency_floor.py), goals, a scatter plot; JSON + PNG in results/
     references  arch0/arch1 against torchvision's LRASPP and DeepLabV3 on ONNX Runtime and torch, interleaved
 
     python benchmarks/scripts/latency_predictor.py profile --threads 1,2      # ~20 min per thread count
@@ -249,9 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per model per group")
     p.add_argument("--runs", type=int, default=15, help="profiled runs per bag of units")
-    p.add_argument("--workdir", type=Path, default=Path("benchmarks/results/latency_predictor"))
-    p.add_argument("--floor", type=Path, default=Path("benchmarks/results/latency_floor.json"))
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_predictor.json"))
+    p.add_argument("--workdir", type=Path, default=Path("results/latency_predictor"))
+    p.add_argument("--floor", type=Path, default=Path("results/latency_floor.json"))
+    p.add_argument("--out", type=Path, default=Path("results/latency_predictor.json"))
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     deadline = time.monotonic() + args.minutes * 60

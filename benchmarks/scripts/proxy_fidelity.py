@@ -18,7 +18,7 @@ looking at the 14. The same script runs against an older checkout of the package
 arch0, for the "genotypes faster than arch0" subset. ``report`` computes, per label, Kendall's tau (with a
 bootstrap 90% interval over genotypes) and Spearman's rho between the mean proxy score and val mIoU, the same per
 seed, tau between the two seeds, and tau among the genotypes faster than arch0; prints a table and writes
-OUT/proxy_fidelity.json and OUT/proxy_fidelity.png (``--publish``: also benchmarks/results/).
+OUT/proxy_fidelity.json and OUT/proxy_fidelity.png (``--publish``: also results/).
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import default_data, machine
+from _common import RESULTS, default_data, machine
 
 FORMAT = "segfactory.bench-proxy-fidelity/2"
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 TUNE_SEEDS = range(100, 112)
 
 

@@ -6,6 +6,7 @@ import json
 import random
 
 import click
+from segfactory.factory.commands.flags import option
 from segfactory.factory.commands.options import (
     config_from_options,
     input_size_option,
@@ -32,9 +33,8 @@ def show(architecture: str, num_classes: int, agg_size: int, sep_repeats: int, e
     """Describe ARCHITECTURE (a zoo name, a reference model, a genotype JSON or a best.json): layers, sizes,
     parameters, MACs."""
     from segfactory.factory.arch_report import describe
-    from segfactory.factory.zoo import resolve_arch
-
     from segfactory.factory.model import config_for
+    from segfactory.factory.zoo import resolve_arch
 
     genotype = resolve_arch(architecture)
     config = config_for(genotype, config_from_options(num_classes, agg_size, sep_repeats, encoder_weights))
@@ -48,8 +48,8 @@ def show(architecture: str, num_classes: int, agg_size: int, sep_repeats: int, e
 
 
 @arch.command("sample")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True,
+@option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@option("--count", type=click.IntRange(1, 10000), default=1, show_default=True,
               help="How many genotypes (one JSON object per line).")
 @version
 def sample(seed: int, count: int) -> None:

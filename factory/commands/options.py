@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from segfactory.factory._version import __version__
+from segfactory.factory.commands.flags import option
 from segfactory.factory.config import LIMITS, RELEASED, SEARCH_PROXY, WEIGHT_TAGS, ModelConfig
 from segfactory.factory.errors import InputError
 
@@ -20,19 +21,19 @@ ENCODER_WEIGHTS_HELP = f"{' | '.join(WEIGHT_TAGS)} | PATH to a segfactory encode
 def model_config_options(f):
     """--num-classes, --agg-size, --sep-repeats, --encoder-weights (defaults: the released CamVid model)."""
     options = [
-        click.option("--num-classes", type=click.IntRange(*LIMITS["num_classes"]), default=RELEASED.num_classes,
+        option("--num-classes", type=click.IntRange(*LIMITS["num_classes"]), default=RELEASED.num_classes,
                      show_default=True, help="Number of classes."),
-        click.option("--agg-size", type=click.IntRange(*LIMITS["agg_size"]), default=RELEASED.agg_size,
+        option("--agg-size", type=click.IntRange(*LIMITS["agg_size"]), default=RELEASED.agg_size,
                      show_default=True, help=f"Channels of the head's 1x1 conv ({SEARCH_PROXY.agg_size} in the "
                                              f"paper's search, {RELEASED.agg_size} released)."),
-        click.option("--sep-repeats", type=click.IntRange(*LIMITS["sep_repeats"]), default=RELEASED.sep_repeats,
+        option("--sep-repeats", type=click.IntRange(*LIMITS["sep_repeats"]), default=RELEASED.sep_repeats,
                      show_default=True, help=f"Separable units per sep op ({SEARCH_PROXY.sep_repeats} in the "
                                              f"paper's search, {RELEASED.sep_repeats} released)."),
-        click.option("--encoder-weights", default=RELEASED.encoder_weights, show_default=True,
+        option("--encoder-weights", default=RELEASED.encoder_weights, show_default=True,
                      help=ENCODER_WEIGHTS_HELP),
     ]
-    for option in reversed(options):
-        f = option(f)
+    for decorate in reversed(options):
+        f = decorate(f)
     return f
 
 
@@ -63,16 +64,16 @@ def parse_size_option(ctx, param, value):
 
 
 def input_size_option(default: str | None = "360x480", help: str = "Input size HxW (height first)."):
-    return click.option("--input-size", default=default, show_default=default is not None,
+    return option("--input-size", default=default, show_default=default is not None,
                         callback=parse_size_option, help=help)
 
 
 def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")(f)
+    return option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")(f)
 
 
 def quiet_option(f):
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(f)
+    return option("--quiet", "-q", is_flag=True, help="No progress bar.")(f)
 
 
 # Where torch runs: not a registry (torch names the devices), but one list that every --device flag reads.
@@ -82,7 +83,7 @@ DEVICE_CHOICES = (AUTO_DEVICE, *DEVICES)
 
 
 def device_option(f):
-    return click.option("--device", type=click.Choice(DEVICE_CHOICES), default=AUTO_DEVICE,
+    return option("--device", type=click.Choice(DEVICE_CHOICES), default=AUTO_DEVICE,
                         show_default=True, help="Where the model runs; auto takes CUDA where present.")(f)
 
 

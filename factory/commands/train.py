@@ -49,47 +49,47 @@ def _arch_help() -> str:
 
 @click.command("train")
 @option("--arch", required=True, help=_arch_help)
-@click.option("--data", required=True, help=SPEC_HELP)
-@click.option("--epochs", type=click.IntRange(1, 100000), default=None,
+@option("--data", required=True, help=SPEC_HELP)
+@option("--epochs", type=click.IntRange(1, 100000), default=None,
               help="Epochs to train [default: 30 unless --minutes].")
-@click.option("--minutes", type=POSITIVE, default=None,
+@option("--minutes", type=POSITIVE, default=None,
               help="Or a wall-time budget, validation included, counted over every resumed part; the learning "
                    "rate decays on the elapsed fraction of it and the run ends with a validation.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @model_config_options
-@click.option("--ignore-index", type=int, default=None, help="Ignore label of folder: data (default 255).")
+@option("--ignore-index", type=int, default=None, help="Ignore label of folder: data (default 255).")
 @option("--recipe", type=Names(lambda: _recipes().RECIPES.names()), default=None, help=_recipe_help)
-@click.option("--crop", default=None, callback=parse_size_option,
+@option("--crop", default=None, callback=parse_size_option,
               help=f"Training crop HxW (smaller images are padded with ignore) [the recipe's]. {BOUNDS_HELP}")
-@click.option("--scale", nargs=2, type=FLOAT, default=None, help="Random scale range [the recipe's].")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
+@option("--scale", nargs=2, type=FLOAT, default=None, help="Random scale range [the recipe's].")
+@option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Crops per step, bounded by memory with --crop [the recipe's: 8].")
 @option("--optimizer", type=Names(lambda: _recipes().OPTIMIZERS), default=None,
         help=lambda: "adam (coupled L2), adamw (decoupled weight decay) or sgd (momentum "
                      f"{_recipes().Recipe.momentum:g}) [the recipe's].")
-@click.option("--encoder-lr", type=FLOAT, default=None, help="Encoder (backbone) learning rate [the recipe's].")
-@click.option("--decoder-lr", type=FLOAT, default=None, help="Decoder (head) learning rate [the recipe's].")
-@click.option("--weight-decay", type=FLOAT, default=None, help="[the recipe's]")
+@option("--encoder-lr", type=FLOAT, default=None, help="Encoder (backbone) learning rate [the recipe's].")
+@option("--decoder-lr", type=FLOAT, default=None, help="Decoder (head) learning rate [the recipe's].")
+@option("--weight-decay", type=FLOAT, default=None, help="[the recipe's]")
 @option("--schedule", type=Names(lambda: _recipes().SCHEDULES), default=None,
         help=lambda: f"Learning-rate schedule: poly decay (power {_recipes().POLY_POWER:g}) over the epochs or "
                      "minutes [the recipe's: poly].")
-@click.option("--loss-at", type=Names(lambda: _recipes().LOSS_AT), default=None,
+@option("--loss-at", type=Names(lambda: _recipes().LOSS_AT), default=None,
               help="Cross-entropy at the head's resolution or at the input's [the recipe's].")
-@click.option("--grad-clip", type=FLOAT, default=None,
+@option("--grad-clip", type=FLOAT, default=None,
               help="Max gradient norm, encoder and decoder separately, 0: off [the recipe's].")
-@click.option("--polyak", type=FLOAT, default=None,
+@option("--polyak", type=FLOAT, default=None,
               help="Polyak averaging: EMA decay per step (e.g. 0.99), capped so it spans at most a quarter of the "
                    "run; weights and BN statistics replaced by the average each epoch.")
-@click.option("--val-every", type=click.IntRange(0, 100000), default=1, show_default=True,
+@option("--val-every", type=click.IntRange(0, 100000), default=1, show_default=True,
               help="Validate after every N-th epoch (and after the first and the last); 0: the last only.")
-@click.option("--val-images", type=click.IntRange(min=1), default=None,
+@option("--val-images", type=click.IntRange(min=1), default=None,
               help="Validate on the first N images of the val split [all].")
 @device_option
-@click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Torch threads [torch's default].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True, help="Loader processes.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
+@option("--threads", type=click.IntRange(1, 256), default=None, help="Torch threads [torch's default].")
+@option("--seed", type=int, default=0, show_default=True)
+@option("--workers", type=click.IntRange(0, 64), default=2, show_default=True, help="Loader processes.")
+@option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @quiet_option
 @version
 @click.pass_context
@@ -106,10 +106,10 @@ def train(ctx: click.Context, out: str, resume: bool, quiet: bool, device: str, 
 
 
 @click.command("predict")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A model.pt from train.")
-@click.option("--input", "inputs", required=True, type=click.Path(), help="An image or a folder of images.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--overlay", is_flag=True, help="Also write colour overlays to OUT/overlay/STEM.png.")
+@option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A model.pt from train.")
+@option("--input", "inputs", required=True, type=click.Path(), help="An image or a folder of images.")
+@option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@option("--overlay", is_flag=True, help="Also write colour overlays to OUT/overlay/STEM.png.")
 @device_option
 @quiet_option
 @version

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import click
+from segfactory.factory.commands.flags import option
 from segfactory.factory.commands.options import json_option, version
 
 
@@ -19,10 +20,10 @@ def weights() -> None:
 @weights.command("import-tflite")
 @click.argument("in_path", metavar="IN", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("out_path", metavar="OUT", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--bn-images", type=click.Path(path_type=Path, file_okay=False), default=None,
+@option("--bn-images", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Directory of images (e.g. CamVid train) on which to re-estimate the encoder's BN statistics.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random crops.")
-@click.option("--num-images", type=click.IntRange(1, 100000), default=256, show_default=True,
+@option("--seed", type=int, default=0, show_default=True, help="Seed of the random crops.")
+@option("--num-images", type=click.IntRange(1, 100000), default=256, show_default=True,
               help="How many 224x224 random crops re-estimate the BN statistics.")
 @json_option
 @version

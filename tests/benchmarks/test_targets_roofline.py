@@ -166,7 +166,7 @@ def test_estimate_warning_quotes_the_out_of_sample_figure_of_the_results_file():
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "roofline_oos.json"
+    path = Path(__file__).resolve().parents[2] / "results" / "roofline_oos.json"
     if not path.exists():
         pytest.skip(f"{path} is absent (run benchmarks/scripts/fit_roofline.py --out-of-sample)")
     lomo = json.loads(path.read_text())["leave_one_model_out"]["summary"]

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from segfactory.factory.errors import InputError
-from segfactory.search.build.options import BuildOptions
+from segfactory.search.pipeline.options import BuildOptions
 
 # SearchOptions fields the build still reads after its search stage (pick, train, export, check, bench); with
 # --from-search, any other search flag would be silently ignored, so it is refused

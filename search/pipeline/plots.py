@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segfactory.search.build.options import PEER_MODEL
-from segfactory.search.build.state import BuildState
 from segfactory.search.limits import Limits
+from segfactory.search.pipeline.options import PEER_MODEL
+from segfactory.search.pipeline.state import BuildState
 
 
 def _plt():
@@ -41,7 +41,7 @@ def _bench_ratio(state: BuildState, prefix: str) -> float | None:
 
 def plot_front(state: BuildState, path: Path) -> Path | None:
     """Proxy score against latency ratio for every trained candidate; the pick, the limit, arch0, LR-ASPP."""
-    from segfactory.search.build.stages import search_dir
+    from segfactory.search.pipeline.stages import search_dir
     from segfactory.search.report import pareto_front
     from segfactory.search.trials import load_trials
 

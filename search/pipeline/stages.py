@@ -1,6 +1,6 @@
 """The build's first stages: search, pick (with the deployed configuration), train.
 
-Each stage function takes the :class:`~segfactory.search.build.state.BuildState` and a progress callback, does its
+Each stage function takes the :class:`~segfactory.search.pipeline.state.BuildState` and a progress callback, does its
 work resumably (the search and every training resume where a kill left them) and returns the JSON result that
 ``build.json`` records for it.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.factory.errors import InputError, RunError
-from segfactory.search.build.options import REFERENCE_MODELS
-from segfactory.search.build.state import BuildState
 from segfactory.search.limits import LATENCY, Limits
+from segfactory.search.pipeline.options import REFERENCE_MODELS
+from segfactory.search.pipeline.state import BuildState
 
 Progress = Any  # callable(event dict)
 
@@ -29,7 +29,7 @@ def stage_search(state: BuildState, progress: Progress) -> dict[str, Any]:
     from segfactory.search.loop import run_search
 
     o = state.options
-    if o.from_search:  # checked before the build began (search.build.checks)
+    if o.from_search:  # checked before the build began (search.pipeline.checks)
         return {"dir": str(search_dir(state)), "from_search": True}
     d = search_dir(state)
     options = replace(o.search, out=str(d), max_minutes=o.search_minutes)

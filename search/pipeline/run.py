@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
-from segfactory.search.build.options import BuildOptions
-from segfactory.search.build.state import STAGES, BuildState, open_build, recorded_stages
-
-
-def _stage_functions() -> dict[str, Callable[[BuildState, Any], dict[str, Any]]]:
-    from segfactory.search.build.deploy import stage_bench, stage_check, stage_evaluate, stage_export
-    from segfactory.search.build.report import write_report
-    from segfactory.search.build.stages import stage_pick, stage_search, stage_train
-
-    return {"search": stage_search, "pick": stage_pick, "train": stage_train, "export": stage_export,
-            "check": stage_check, "evaluate": stage_evaluate, "bench": stage_bench,
-            "report": lambda state, progress: write_report(state)}
+from segfactory.search.pipeline.options import BuildOptions
+from segfactory.search.pipeline.state import STAGES, BuildState, open_build, recorded_stages, stage_function
 
 
 def run_build(options: BuildOptions, *, resume: bool = False, view: BuildView | None = None,
               given: Collection[str] | None = None) -> dict[str, Any]:
     """Run (or resume) a build; returns its summary (every stage's result, the deliverables).
 
-    Every option is checked first (:func:`~segfactory.search.build.checks.check_build`; ``given``: the search
+    Every option is checked first (:func:`~segfactory.search.pipeline.checks.check_build`; ``given``: the search
     flags the user set), so a refused build creates and writes nothing."""
-    from segfactory.search.build.checks import check_build
+    from segfactory.search.pipeline.checks import check_build
 
     check_build(options, resume=resume, given=given,
                 search_done=resume and "search" in recorded_stages(options.out))
     state = open_build(options, resume)
     view = view or BuildView(enabled=False)
-    functions = _stage_functions()
     view.start(state)
     try:
         for stage in STAGES:
@@ -41,7 +30,7 @@ def run_build(options: BuildOptions, *, resume: bool = False, view: BuildView | 
                 continue
             view.begin(stage)
             t0 = time.monotonic()
-            result = functions[stage](state, view.event)
+            result = stage_function(stage)(state, view.event)
             state.finish(stage, result, time.monotonic() - t0)
             view.end(stage)
     finally:

@@ -8,7 +8,7 @@ from typing import Any
 
 from segfactory.benchmarks.targets import target_class
 from segfactory.factory.errors import RunError
-from segfactory.search.build.state import BuildState
+from segfactory.search.pipeline.state import BuildState
 
 Progress = Any
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.benchmarks.targets import target_class
-from segfactory.search.build.options import REFERENCE_MODELS
-from segfactory.search.build.state import BuildState
+from segfactory.search.pipeline.options import REFERENCE_MODELS
+from segfactory.search.pipeline.state import BuildState
 
 DATA_LICENCE_NOTE = "See the model cards' `licences` field."
 
 
 def _plots(state: BuildState) -> dict[str, Path]:
-    from segfactory.search.build.plots import plot_curves, plot_front, plot_strip, plot_trained
+    from segfactory.search.pipeline.plots import plot_curves, plot_front, plot_strip, plot_trained
 
     out = state.out
     plots = {"front": plot_front(state, out / "front.png"), "trained": plot_trained(state, out / "trained.png"),
@@ -155,6 +155,11 @@ def _data_licence(state: BuildState) -> str:
     from segfactory.export.card import data_licence
 
     return f"Training and evaluation data `{state.options.search.data}`: {data_licence(state.options.search.data)}."
+
+
+def stage_report(state: BuildState, progress: Any = None) -> dict[str, Any]:
+    """The build's last stage: the report (``progress`` unused: it takes seconds)."""
+    return write_report(state)
 
 
 def write_report(state: BuildState) -> dict[str, Any]:

@@ -14,10 +14,32 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.factory.errors import InputError
-from segfactory.search.build.options import RUNTIME_FIELDS, BuildOptions
+from segfactory.factory.registry import Registry
+from segfactory.search.pipeline.options import RUNTIME_FIELDS, BuildOptions
 
 FORMAT = "segfactory.build/1"
-STAGES = ("search", "pick", "train", "export", "check", "evaluate", "bench", "report")
+# The pipeline: name -> "module:function" of its stage, (state, progress) -> the result build.json records; run in
+# registration order. Functions are named by string so that reading build.json imports none of them.
+STAGES: Registry[str] = Registry("build stage")
+for _name, _function, _help in (
+    ("search", "stages:stage_search", "the search, or --from-search's"),
+    ("pick", "stages:stage_pick", "the best candidate under the limits, and its deployed configuration"),
+    ("train", "stages:stage_train", "the pick (and the baselines) with every recipe"),
+    ("export", "deploy:stage_export", "every precision, parity-gated; engines where TensorRT is"),
+    ("check", "deploy:stage_check", "the exported model still meets the limit"),
+    ("evaluate", "deploy:stage_evaluate", "every exported model on val"),
+    ("bench", "deploy:stage_bench", "every exported model timed on the target beside arch0"),
+    ("report", "report:stage_report", "report.md and report.html"),
+):
+    STAGES.register(_name, f"segfactory.search.pipeline.{_function}", help=_help)
+
+
+def stage_function(name: str):
+    """The function of stage ``name`` (imported now)."""
+    import importlib
+
+    module, _, attr = STAGES.get(name).partition(":")
+    return getattr(importlib.import_module(module), attr)
 SEARCH_RUNTIME = ("budget", "max_minutes", "threads", "executor", "ray_address", "workers", "gpus_per_trial",
                   "cpus_per_trial", "verify_every", "out")
 

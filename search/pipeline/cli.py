@@ -1,4 +1,4 @@
-"""``segfactory build``: a thin command over :func:`segfactory.search.build.run.run_build`.
+"""``segfactory build``: a thin command over :func:`segfactory.search.pipeline.run.run_build`.
 
 Its flags are the search's (built from SearchOptions' declarations, so every search option works here) and the
 build's own: budgets, precisions, baselines, recipes, resume.
@@ -89,8 +89,8 @@ def build(ctx: click.Context, out: str, search_minutes, train_minutes, epochs, p
 
     Writes DIR/model.onnx and DIR/model.int8.onnx (with their model cards), DIR/report.md and DIR/report.html.
     """
-    from segfactory.search.build.options import BuildOptions
-    from segfactory.search.build.run import BuildView, run_build
+    from segfactory.search.pipeline.options import BuildOptions
+    from segfactory.search.pipeline.run import BuildView, run_build
 
     search, given = options_from_cli(ctx, kw, exclude=EXCLUDED)
     if search_minutes is not None and "budget" not in given:
