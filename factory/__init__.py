@@ -13,7 +13,10 @@ What lives where (each definition has one home; docs/layout.md has the whole map
 - data and training: ``datasets``, ``transforms``, ``metrics``, ``evaluate`` (takes a predictor),
   ``training/`` (recipes, ``TrainStep``, the resumable run), ``checkpoint``;
 - the command line: ``cli`` (the root; other packages' commands by string, lazily), ``commands/`` (arch, weights,
-  train, predict, and the flags they share in ``commands/options.py``); ``io``, ``errors``.
+  train, predict; ``flags.py``: ``option()``, the one way every command declares a flag, with its --help
+  section; ``types.py``: ``Float``, a float flag refusing NaN and infinities, and ``Names``, a choice read
+  from a registry; the flags they share in ``options.py``); ``checks`` (settings dataclasses checked against
+  their annotations); ``io``, ``errors``.
 
 Importing this package is cheap and imports no torch: the device agent (which has no torch) imports the CLI
 through it. Import submodules (``segfactory.factory.model``) for the heavy parts.
