@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from segfactory.factory.config import ModelConfig
@@ -65,9 +67,9 @@ class ModelCost:
         }
 
 
-def _conv_macs(m: nn.Conv2d, out: torch.Tensor) -> int:
+def _conv_macs(m: nn.Conv2d, out_shape: torch.Size) -> int:
     kh, kw = m.kernel_size
-    return out.numel() * (m.in_channels // m.groups) * kh * kw
+    return out_shape.numel() * (m.in_channels // m.groups) * kh * kw
 
 
 def model_cost(genotype: Genotype | Reference, config: ModelConfig, input_size: tuple[int, int],
@@ -83,17 +85,56 @@ def model_cost(genotype: Genotype | Reference, config: ModelConfig, input_size: 
 @functools.lru_cache(maxsize=256)
 def _model_cost(genotype: Genotype | Reference, config: ModelConfig, input_size: tuple[int, int],
                 batch: int) -> ModelCost:
+    if isinstance(genotype, Genotype):
+        return _genotype_cost(genotype, config, input_size, batch)
     from segfactory.factory.model import build_model
 
     with torch.device("meta"):
         model = build_model(genotype, config, load_weights=False).eval()
-    parts: list[tuple[str, nn.Module]] = [("encoder", model.encoder)]
-    if isinstance(genotype, Genotype):
-        parts += [(f"layer{l}", layer) for l, layer in enumerate(model.decoder.layers)]
-        parts += [("head", model.decoder.head)]
-    else:  # a reference model: backbone and head
-        parts += [("head", model.decoder)]
     cost = ModelCost(tuple(input_size))
+    x = torch.empty(batch, 3, *input_size, device="meta")
+    cost.native_shape = _count(cost, [("encoder", model.encoder), ("head", model.decoder)],
+                               lambda: model(x, native=True), batch)
+    cost.output_shape = (batch, config.num_classes, *input_size)
+    return cost
+
+
+@functools.lru_cache(maxsize=16)
+def _encoder_cost(padding: str, input_size: tuple[int, int], batch: int) -> tuple[PartCost, list[tuple[int, ...]]]:
+    """The fixed encoder's cost and its outputs' shapes (the same for every genotype: counted once)."""
+    from segfactory.factory.encoder import Encoder
+
+    with torch.device("meta"):
+        encoder = Encoder(padding).eval()
+    cost = ModelCost(tuple(input_size))
+    shapes: list[tuple[int, ...]] = []
+    x = torch.empty(batch, 3, *input_size, device="meta")
+    _count(cost, [("encoder", encoder)], lambda: encoder(x), batch, collect=shapes)
+    return cost.parts[0], shapes
+
+
+def _genotype_cost(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int) -> ModelCost:
+    """The encoder's cached cost, then the decoder run on empty (batch-0) CPU features: the real kernels give
+    every shape without computing an element, in milliseconds (meta tensors take about a second a model)."""
+    from segfactory.factory.decoder import TemplateDecoder
+    from segfactory.factory.encoder import Encoder
+
+    encoder, shapes = _encoder_cost(config.encoder_padding, tuple(input_size), batch)
+    decoder = TemplateDecoder(genotype, Encoder.out_channels, config.num_classes, config.agg_size,
+                              config.sep_repeats).eval()
+    cost = ModelCost(tuple(input_size), parts=[copy.copy(encoder)])
+    parts = [(f"layer{l}", layer) for l, layer in enumerate(decoder.layers)] + [("head", decoder.head)]
+    empty = [torch.zeros(0, *s[1:]) for s in shapes]
+    cost.native_shape = _count(cost, parts, lambda: decoder(*empty), batch)
+    cost.output_shape = (batch, config.num_classes, *input_size)
+    return cost
+
+
+def _count(cost: ModelCost, parts: list[tuple[str, nn.Module]], run: Callable[[], Any], batch: int,
+           collect: list | None = None) -> tuple[int, ...]:
+    """``run()`` the model (on a batch of ``batch``, or of 0: then every count is per sample times ``batch``) with
+    hooks adding each part's params, MACs and activation bytes to ``cost``; returns the output's shape at
+    ``batch`` (``collect``: the shapes of every output, when the model returns several)."""
     handles = []
     for name, module in parts:
         pc = PartCost(name, params=sum(p.numel() for p in module.parameters()))
@@ -101,15 +142,15 @@ def _model_cost(genotype: Genotype | Reference, config: ModelConfig, input_size:
 
         def leaf_hook(m, inputs, out, pc=pc):
             if isinstance(out, torch.Tensor):
-                pc.activation_bytes += out.numel() * ACT_BYTES
+                pc.activation_bytes += _at(out.shape, batch).numel() * ACT_BYTES
                 if isinstance(m, nn.Conv2d):
-                    pc.macs += _conv_macs(m, out)
+                    pc.macs += _conv_macs(m, _at(out.shape, batch))
 
         def part_hook(m, inputs, out, pc=pc):
             last = out[-1] if isinstance(out, tuple) else out
             if isinstance(last, dict):  # a torchvision backbone: its deepest feature map
                 last = list(last.values())[-1]
-            pc.output_shape = tuple(last.shape)
+            pc.output_shape = tuple(_at(last.shape, batch))
 
         for m in module.modules():
             if not list(m.children()):
@@ -117,11 +158,16 @@ def _model_cost(genotype: Genotype | Reference, config: ModelConfig, input_size:
         handles.append(module.register_forward_hook(part_hook))
     try:
         with torch.no_grad():
-            x = torch.empty(batch, 3, *input_size, device="meta")
-            native = model(x, native=True)
-        cost.native_shape = tuple(native.shape)
-        cost.output_shape = (batch, config.num_classes, *input_size)
+            out = run()
     finally:
         for h in handles:
             h.remove()
-    return cost
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    if collect is not None:
+        collect.extend(tuple(_at(o.shape, batch)) for o in outs)
+    return tuple(_at(outs[-1].shape, batch))
+
+
+def _at(shape: torch.Size, batch: int) -> torch.Size:
+    """``shape`` with its batch dimension set to ``batch`` (outputs of a batch-0 run)."""
+    return torch.Size((batch, *shape[1:]))
