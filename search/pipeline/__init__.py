@@ -12,6 +12,7 @@ that ``--resume`` continues at the first unfinished one (a kill loses at most th
 - :mod:`.stages`: search, pick (and the deployed configuration), train (every recipe, the better one kept);
 - :mod:`.deploy`: export (each precision, parity-gated), check (the latency limit still holds), evaluate
   (val), bench;
+- :mod:`.reuse`: ``--baselines-from``, an earlier build's baselines (trainings, exports, val figures) reused;
 - :mod:`.report` and :mod:`.plots`: ``report.md`` and a self-contained ``report.html`` with the plots;
 - :mod:`.run`: :func:`run_build`, the pipeline with one live progress view;
 - :mod:`.cli`: the command.

@@ -3,7 +3,8 @@
 A refused build writes nothing, so the corrected command runs in the same ``--out`` (issue 23): the training
 settings are checked as each training will be made (``TrainConfig``), the search's options as the search will
 resolve them (``make_context(check_only=True)``), and ``--from-search`` against the search it names: flags that
-only steer a search are refused there, since that search is done.
+only steer a search are refused there, since that search is done; ``--baselines-from`` against the build it names
+(search.pipeline.reuse).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from segfactory.factory.errors import InputError
 from segfactory.search.pipeline.options import BuildOptions
+from segfactory.search.pipeline.state import recorded_stages
 
 # SearchOptions fields the build still reads after its search stage (pick, train, export, check, bench); with
 # --from-search, any other search flag would be silently ignored, so it is refused
@@ -31,6 +33,10 @@ def check_build(options: BuildOptions, *, resume: bool, given: Collection[str] |
     ``search_done``: a resumed build whose search stage is recorded (its options are not checked again).
     """
     _check_training(options)
+    if options.baselines_from and not (resume and "evaluate" in recorded_stages(options.out)):
+        from segfactory.search.pipeline.reuse import check_baselines_from
+
+        check_baselines_from(options)  # a build whose baselines are evaluated needs DIR no longer
     if options.from_search:
         _check_from_search(options, set(given or ()))
     elif not search_done:

@@ -67,6 +67,9 @@ class BuildCommand(SectionedHelp, click.Command):
                help="Use this finished search instead of searching.")
 @_build_option("--baselines", is_flag=True,
                help="Also train arch0 and LR-ASPP (from scratch) with the same data, minutes and recipes.")
+@_build_option("--baselines-from", type=click.Path(file_okay=False), default=None, metavar="DIR",
+               help="Reuse the baselines (trainings, exports, val figures) of the earlier build DIR, made with the "
+                    "same data, recipes, training budget and seed (refused otherwise); implies --baselines.")
 @_build_option("--recipes", default=None, help=lambda: _recipes_help())
 @_build_option("--train-set", multiple=True, metavar="KEY=VALUE",
                help="A recipe setting for every training, e.g. crop=128x128 (repeatable).")
@@ -83,7 +86,7 @@ class BuildCommand(SectionedHelp, click.Command):
 @version
 @click.pass_context
 def build(ctx: click.Context, out: str, search_minutes, train_minutes, epochs, precisions: str, from_search,
-          baselines: bool, recipes: str, train_set, val_every, train_threads, train_workers, resume: bool,
+          baselines: bool, baselines_from, recipes: str, train_set, val_every, train_threads, train_workers, resume: bool,
           as_json: bool, quiet: bool, **kw) -> None:
     """From a dataset to a deployable, verified model: search, pick, train, export, check, evaluate, bench, report.
 
@@ -97,7 +100,7 @@ def build(ctx: click.Context, out: str, search_minutes, train_minutes, epochs, p
         search.budget = MAX_BUDGET  # --search-minutes alone bounds the search
     options = BuildOptions(out=out, search=search, search_minutes=search_minutes, train_minutes=train_minutes,
                            epochs=epochs, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
-                           from_search=from_search, baselines=baselines,
+                           from_search=from_search, baselines=baselines, baselines_from=baselines_from,
                            recipes=_recipes(recipes),
                            train_set=_parse_set(train_set), val_every=val_every, train_threads=train_threads,
                            workers=train_workers)

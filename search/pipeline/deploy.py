@@ -41,12 +41,14 @@ def stage_export(state: BuildState, progress: Progress) -> dict[str, Any]:
     the target is a Jetson and TensorRT is here, engines; an artefact already exported is kept."""
     from segfactory.export.api import ExportOptions, export_model
     from segfactory.export.card import read_card
+    from segfactory.search.pipeline.reuse import reuse_export
 
     o = state.options
     size = _input_size(state)
     results: dict[str, Any] = {}
     for i, (name, precision, checkpoint, path) in enumerate(_exports(state)):
         progress({"kind": "status", "message": f"exporting {name} {precision} ({i + 1}/{len(_exports(state))})"})
+        reused = reuse_export(state, name, precision, path, size)  # a --baselines-from export, copied
         if not (path.is_file() and read_card(path)):  # a finished export has its file and a matching card
             export_model(path, ExportOptions(input_size=size, precision=precision, data=o.search.data),
                          checkpoint=state.out / checkpoint, command=f"segfactory build --out {state.out}")
@@ -54,7 +56,7 @@ def stage_export(state: BuildState, progress: Progress) -> dict[str, Any]:
         results.setdefault(name, {})[precision] = {
             "file": str(path.relative_to(state.out)), "card": str(path.relative_to(state.out)) + ".json",
             "parity": (card.get("parity") or {}).get("agreement"), "params": card.get("params"),
-            "macs": card.get("macs")}
+            "macs": card.get("macs"), **({"reused_from": reused} if reused else {})}
     if target_class(o.search.target).engines:
         results["engines"] = _engines(state, size)
     return results
@@ -156,6 +158,7 @@ def stage_evaluate(state: BuildState, progress: Progress) -> dict[str, Any]:
     from segfactory.export.predictor import OnnxPredictor
     from segfactory.factory.datasets import open_dataset
     from segfactory.factory.evaluate import evaluate
+    from segfactory.search.pipeline.reuse import reused_figures
 
     dataset = open_dataset(state.options.search.data, "val")
     out: dict[str, Any] = {}
@@ -163,10 +166,13 @@ def stage_evaluate(state: BuildState, progress: Progress) -> dict[str, Any]:
         if name == "engines":
             continue
         for precision, info in by_precision.items():
-            progress({"kind": "status", "message": f"evaluating {name} {precision} on val"})
-            m = evaluate(OnnxPredictor(state.out / info["file"]), dataset, progress=False)
-            out.setdefault(name, {})[precision] = {k: m[k] for k in ("miou", "macc", "fwiou", "score", "pixel_acc",
-                                                                     "per_class_iou", "num_images")}
+            figures = reused_figures(state, name, precision, info)  # a --baselines-from export: DIR's figures
+            if figures is None:
+                progress({"kind": "status", "message": f"evaluating {name} {precision} on val"})
+                m = evaluate(OnnxPredictor(state.out / info["file"]), dataset, progress=False)
+                figures = {k: m[k] for k in ("miou", "macc", "fwiou", "score", "pixel_acc", "per_class_iou",
+                                             "num_images")}
+            out.setdefault(name, {})[precision] = figures
     out["class_names"] = list(dataset.class_names)
     return out
 

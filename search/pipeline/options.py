@@ -34,6 +34,7 @@ class BuildOptions:
     precisions: tuple[str, ...] = ("fp32", "int8")
     from_search: str | None = None  # reuse a finished search
     baselines: bool = False  # also train arch0 and LR-ASPP with the same minutes, data and recipes
+    baselines_from: str | None = None  # an earlier build whose baselines are reused (implies baselines)
     recipes: tuple[str, ...] = BUILD_RECIPES
     train_set: dict[str, Any] = field(default_factory=dict)  # recipe overrides for every training (tests: crop)
     val_every: int | None = None  # None: every epoch for --epochs, every 2nd for --train-minutes
@@ -60,6 +61,11 @@ class BuildOptions:
                 raise InputError(f"unknown recipe {r!r} (one of {', '.join(RECIPES.names())})")
         if self.search_minutes is not None and self.from_search is not None:
             raise InputError("--search-minutes and --from-search exclude each other: the search is done")
+        if self.baselines_from is not None:
+            from pathlib import Path
+
+            self.baselines_from = str(Path(self.baselines_from).resolve())  # a resume elsewhere compares the same
+            self.baselines = True
         self.search.out = ""  # set per build directory
 
     @property

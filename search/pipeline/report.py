@@ -12,6 +12,7 @@ from typing import Any
 
 from segfactory.benchmarks.targets import target_class
 from segfactory.search.pipeline.options import REFERENCE_MODELS
+from segfactory.search.pipeline.reuse import reuse_note
 from segfactory.search.pipeline.state import BuildState
 
 DATA_LICENCE_NOTE = "See the model cards' `licences` field."
@@ -77,7 +78,8 @@ def _settings(state: BuildState) -> list[str]:
              + f" per model and recipe, recipes {', '.join(o.recipes)}; limit: {st['pick'] and _limit(state)}",
              (f"versions: segfactory {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
              f"Python {platform.python_version()}, {platform.machine()}")]
-    return lines
+    note = reuse_note(state)
+    return lines[:1] + [note] + lines[1:] if note else lines
 
 
 def _limit(state: BuildState) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from segfactory.factory.errors import InputError, RunError
 from segfactory.search.limits import LATENCY, Limits
-from segfactory.search.pipeline.options import REFERENCE_MODELS
+from segfactory.search.pipeline.options import REFERENCE_MODELS, BuildOptions
 from segfactory.search.pipeline.state import BuildState
 
 Progress = Any  # callable(event dict)
@@ -105,36 +105,50 @@ def _measure_configs(state: BuildState, run: dict[str, Any], genotype) -> list[d
 
 
 def training_jobs(state: BuildState) -> list[tuple[str, str, dict[str, Any]]]:
-    """(name, arch, model settings) of every model the build trains: the pick, then the baselines."""
-    from segfactory.factory.config import RELEASED
-
-    pick = state.out / "pick.json"
+    """(name, arch, model settings) of every model the build trains: the pick, then the baselines (but those
+    reused from ``--baselines-from``)."""
     from segfactory.factory.io import read_json
 
+    pick = state.out / "pick.json"
     cfg = read_json(pick, "pick file")["model_config"]
     jobs = [("model", str(pick), {"agg_size": cfg["agg_size"], "sep_repeats": cfg["sep_repeats"],
                                   "encoder_weights": cfg["encoder_weights"]})]
-    if state.options.baselines:
-        for name in REFERENCE_MODELS:
-            weights = "none" if name not in ("arch0", "arch1") else state.options.search.encoder_weights
-            jobs.append((name, name, {"agg_size": RELEASED.agg_size, "sep_repeats": RELEASED.sep_repeats,
-                                      "encoder_weights": weights}))
+    if state.options.baselines and not state.options.baselines_from:
+        jobs += baseline_jobs(state.options)
     return jobs
 
 
+def baseline_jobs(o: BuildOptions) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, arch, model settings) of the baselines: arch0 as released, LR-ASPP from scratch."""
+    from segfactory.factory.config import RELEASED
+
+    return [(name, name, {"agg_size": RELEASED.agg_size, "sep_repeats": RELEASED.sep_repeats,
+                          "encoder_weights": "none" if name not in ("arch0", "arch1") else o.search.encoder_weights})
+            for name in REFERENCE_MODELS]
+
+
+def train_config(o: BuildOptions, arch: str, model: dict[str, Any], recipe: str, device: str = "cpu"):
+    """The :class:`TrainConfig` of one training of the build (same data, budget, seed and settings for all)."""
+    from segfactory.factory.training import TrainConfig
+
+    val_every = o.val_every if o.val_every is not None else (2 if o.train_minutes else 1)
+    return TrainConfig(arch=arch, data=o.search.data, recipe=recipe, epochs=o.epochs, minutes=o.train_minutes,
+                       seed=o.search.seed, val_every=val_every, threads=o.train_threads, workers=o.workers,
+                       device=device, **model, **o.train_set)
+
+
 def stage_train(state: BuildState, progress: Progress) -> dict[str, Any]:
-    """Every model with every recipe (same data, minutes or epochs, seed); each keeps its better recipe on val."""
-    from segfactory.factory.training import TrainConfig, train
+    """Every model with every recipe (same data, minutes or epochs, seed); each keeps its better recipe on val.
+    Baselines of ``--baselines-from`` are copied from that build, not trained (search.pipeline.reuse)."""
+    from segfactory.factory.training import train
+    from segfactory.search.pipeline.reuse import reuse_trainings
 
     o = state.options
-    val_every = o.val_every if o.val_every is not None else (2 if o.train_minutes else 1)
     results: dict[str, Any] = {}
     jobs = [(name, arch, model, recipe) for name, arch, model in training_jobs(state) for recipe in o.recipes]
     for i, (name, arch, model, recipe) in enumerate(jobs):
         run = state.out / "train" / name / recipe
-        cfg = TrainConfig(arch=arch, data=o.search.data, recipe=recipe, epochs=o.epochs, minutes=o.train_minutes,
-                          seed=o.search.seed, val_every=val_every, threads=o.train_threads, workers=o.workers,
-                          device=_device(o), **model, **o.train_set)
+        cfg = train_config(o, arch, model, recipe, _device(o))
         progress({"kind": "train-start", "name": name, "recipe": recipe, "job": i, "jobs": len(jobs)})
         doc = train(cfg, run, resume=(run / "last.pt").is_file(), progress=False,
                     on_event=lambda e, n=name, r=recipe: progress({**e, "name": n, "recipe": r}))
@@ -145,6 +159,8 @@ def stage_train(state: BuildState, progress: Progress) -> dict[str, Any]:
         chosen = max(by_recipe, key=lambda r: by_recipe[r]["final"]["miou"])
         by_recipe["chosen"] = chosen
         by_recipe["checkpoint"] = f"{by_recipe[chosen]['dir']}/model.pt"
+    if o.baselines_from:
+        results.update(reuse_trainings(state, progress))
     return results
 
 
