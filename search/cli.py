@@ -115,6 +115,7 @@ def search(ctx: click.Context, **kw) -> None:
         best = summary["best"]
         if summary.get("stopped"):
             click.echo(f"stopped early: {summary['stopped']}", err=True)
+        click.echo(_time_line(summary["time"]), err=True)
         click.echo(f"{summary['trained']} candidates trained in {summary['out']}; best: "
                    + (f"trial {best['index']} reward {best['reward']:.4f} score {best['score']:.4f} "
                       f"{best['latency_ms']:.2f} ms -> {summary['out']}/best.json" if best else "none"), err=True)
@@ -138,6 +139,15 @@ def pick_cmd(run_dir: str, out: str | None, as_json: bool, **limits) -> None:
         t = best["trial"]
         click.echo(f"trial {t['index']} ({t['key']}): reward {t['reward']:.4f}, score {t['score']:.4f}, "
                    f"{t['latency_ms']:.2f} ms, {t['params']:,} params -> {out}")
+
+
+def _time_line(times: dict) -> str:
+    """One line of where the wall time went (summary.md has the table)."""
+    from segfactory.search.report import TIME_LABELS
+
+    total = times.get("elapsed_s") or 1.0
+    parts = sorted(((v, k) for k, v in times.items() if k in TIME_LABELS and v), reverse=True)
+    return f"time: {total / 60:.1f} min: " + ", ".join(f"{TIME_LABELS[k]} {100 * v / total:.0f}%" for v, k in parts)
 
 
 def _check_executor_flags(kw: dict) -> None:

@@ -116,6 +116,8 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
                                  run["proxy_settings"])
     if options.budget < 1:
         raise InputError(f"--budget {options.budget} must be at least 1")
+    if options.latency_target_ms is not None and options.latency_target_ratio is not None:
+        raise InputError("give --latency-target-ms or --latency-target-ratio, not both")
     device = run["device"] if run is not None else resolve_device(options.device)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("this search ran on CUDA, but no CUDA device is available to resume it")
@@ -221,9 +223,13 @@ def _reward(options: SearchOptions, run: dict[str, Any] | None, target: Any, dep
     _measure_beside(target, arch0, config, input_size, reference)
     if lat.detail.get("device_info"):  # measured by a device agent: what it ran on
         reference["latency_device"] = lat.detail["device_info"]
+    target_ms = options.latency_target_ms
+    if target_ms is None and reference.get("latency_ms") is not None:
+        target_ms = (options.latency_target_ratio or 1.0) * reference["latency_ms"]
     reward_spec = RewardSpec(
-        latency_target_ms=options.latency_target_ms or reference.get("latency_ms"),
+        latency_target_ms=target_ms,
         latency_weight=options.latency_weight,
+        latency_form=options.latency_form,
         params_target=options.params_target or float(cost.params),
         params_weight=options.params_weight,
     )

@@ -62,6 +62,7 @@ class Search:
         self.screen_points: list[tuple[int, float]] = []  # (MACs, measured latency ratio) of timed candidates
         self.started = time.monotonic()
         self.spent_s = 0.0  # wall time of earlier parts of this search (state.pt)
+        self.run_s: dict[str, float] = {}  # seconds of work outside any trial, by part (state.pt)
         self.trained_times: list[float] = []
 
     def _pg_settings(self):
@@ -84,6 +85,7 @@ class Search:
         done = {int(t["index"]): t for t in trials}
         if state is not None:
             self.spent_s = float(state.get("elapsed_s", 0.0))
+            self.run_s = dict(state.get("run_s") or {})
             self.strategy.load_state_dict(state["strategy"])
             self.stopper.load_state_dict(state["stopper"])
             self.next_index = int(state["next_index"])
@@ -132,7 +134,8 @@ class Search:
         self.strategy.tell(proposal, reward)
 
     def _save(self) -> None:
-        _save_state(self.ctx.out, self.strategy, self.stopper, self.next_index, self.pending, self.elapsed_s())
+        _save_state(self.ctx.out, self.strategy, self.stopper, self.next_index, self.pending, self.elapsed_s(),
+                    self.run_s)
 
     def elapsed_s(self) -> float:
         """Wall time of this search over every resumed part (--minutes counts it)."""
@@ -160,7 +163,7 @@ class Search:
         from segfactory.factory.cost import model_cost
 
         ctx, o, g = self.ctx, self.ctx.options, job.proposal.genotype
-        key = g.key()
+        key, checked = g.key(), time.monotonic()
         cost = model_cost(g, ctx.deploy_config, ctx.input_size)
         job.pre.update(params=cost.params, macs=cost.macs)
         limits = Limits.of(o)
@@ -174,6 +177,7 @@ class Search:
                                f"preset's limit {ctx.settings.max_proxy_macs:,}")
         if not reasons:
             reasons += self._screen(cost.macs)
+        job.pre["check_s"] = round(time.monotonic() - checked, 3)
         if reasons:
             return self._record(job, status="rejected", reason="; ".join(reasons))
         if key in self.by_key:  # the same network was trained before: its result stands, nothing is retrained
@@ -255,8 +259,10 @@ class Search:
             from segfactory.search.proxy import ProxyData
 
             _emit(self.on_event, "status", message="caching encoder features for stage 1")
+            t = time.monotonic()
             self.ctx.proxy_data = ProxyData.prepare(self.ctx.dataset, self.ctx.proxy_config, self.ctx.settings,
                                                     self.ctx.options.seed, self.ctx.device)
+            self.run_s["prepare_s"] = self.run_s.get("prepare_s", 0.0) + time.monotonic() - t
         return self.ctx.proxy_data
 
     def _record(self, job: CandidateJob, *, status: str, reason: str = "", result=None,
@@ -288,8 +294,9 @@ class Search:
                     rec["status"], rec["reason"], rec["reward"] = "failed", f"reward: {e}", None
         rec["wall_s"] = round(time.monotonic() - job.started, 3)
         rec["cpu_s"] = round(time.process_time() - job.cpu_started, 3)  # this process's CPU time (all threads)
-        if job.pre.get("latency_s") is not None:
-            rec["latency_s"] = job.pre["latency_s"]
+        for k in ("check_s", "latency_s"):
+            if job.pre.get(k) is not None:
+                rec[k] = job.pre[k]
         if job.pre.get("latency_device"):
             rec["latency_device"] = job.pre["latency_device"]
         if result is not None:
@@ -355,7 +362,7 @@ class Search:
                 self._record(job, status=result.status, reason=result.reason, result=result)
         finally:
             executor.close()
-        summary = finish(self.ctx, self.store.trials)
+        summary = finish(self.ctx, self.store.trials, elapsed_s=self.elapsed_s(), run_s=self.run_s)
         if stopped:
             raise RunError(stopped)
         if converged:

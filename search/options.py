@@ -24,6 +24,7 @@ from segfactory.factory.commands.options import DEVICE_CHOICES, ENCODER_WEIGHTS_
 from segfactory.factory.commands.types import FLOAT, NON_NEGATIVE, POSITIVE, Names
 from segfactory.factory.config import LIMITS, RELEASED, SEARCH_PROXY
 from segfactory.factory.errors import InputError
+from segfactory.search.reward import LATENCY_FORMS
 
 
 def _strategy_names() -> list[str]:  # imported when the flag is parsed or its help shown
@@ -233,8 +234,14 @@ class SearchOptions:
     latency_target_ms: float | None = opt(None, flag="--latency-target-ms", type=POSITIVE, group=REWARD,
                                           help="Latency target T of the reward [default: arch0's latency on the "
                                                "target].")
+    latency_target_ratio: float | None = opt(None, flag="--latency-target-ratio", type=POSITIVE, group=REWARD,
+                                             help="Or T as a multiple of arch0's latency on the target.")
+    latency_form: str = opt(LATENCY_FORMS[0], flag="--latency-reward", type=click.Choice(LATENCY_FORMS),
+                            group=REWARD,
+                            help="Latency term: mnas, score x (latency/T)^w (MnasNet: ever faster is better); "
+                                 "absolute, score + w x |latency/T - 1| (TuNAS: best at T itself).")
     latency_weight: float = opt(-0.07, flag="--latency-weight", type=FLOAT, group=REWARD,
-                                help="Exponent w of (latency/T)^w; 0 drops the term.")
+                                help="w of the latency term (negative); 0 drops the term.")
     params_target: float | None = opt(None, flag="--params-target", type=POSITIVE, group=REWARD,
                                       help="Parameter target P of the reward [default: arch0's parameters].")
     params_weight: float = opt(0.0, flag="--params-weight", type=FLOAT, group=REWARD,
@@ -249,8 +256,9 @@ class SearchOptions:
                                           help="Reject candidates slower than R x arch0 (on the cpu target measured "
                                                "beside it in the same rounds, so the limit holds in any host "
                                                "state; elsewhere the ratio of the two latencies).")
-    max_rejections: int = opt(100, flag="--max-rejections", type=click.IntRange(min=1), group=REWARD,
-                              help="Consecutive rejections that stop the search.")
+    max_rejections: int = opt(500, flag="--max-rejections", type=click.IntRange(min=1), group=REWARD,
+                              help="Consecutive rejections that stop the search (a rejection costs well under a "
+                                   "second; under a tight limit only about 1 proposal in 50 is feasible).")
     latency_screen: float | None = opt(1.3, flag="--latency-screen", type=POSITIVE, group=REWARD, applies=WITH_RATIO,
                                        help="With --max-latency-ratio: a candidate whose latency predicted from its "
                                             "multiply-adds (a line fitted to the candidates measured so far) exceeds "

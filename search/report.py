@@ -72,7 +72,33 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int = 10) -> str:
+TIME_LABELS = {"check_s": "cost and feasibility checks", "latency_s": "latency (measured or predicted)",
+               "stage1_s": "proxy stage 1", "stage2_s": "proxy stage 2", "val_s": "proxy validation",
+               "trial_other_s": "strategy, bookkeeping, partial work of failed trials",
+               "prepare_s": "stage-1 cache", "reference_s": "timing arch0", "unaccounted_s": "start-up and reports"}
+
+
+def time_lines(times: dict[str, Any]) -> list[str]:
+    """The "where the time went" table of a search (see :func:`segfactory.search.results.time_breakdown`)."""
+    total = times.get("elapsed_s") or sum(v for k, v in times.items() if k in TIME_LABELS) or 1.0
+    lines = ["| part | seconds | share |", "|---|---:|---:|"]
+    lines += [f"| {label} | {times[k]:.0f} | {100 * times[k] / total:.0f}% |" for k, label in TIME_LABELS.items()
+              if times.get(k)]
+    lines.append(f"| **wall time** | {total:.0f} | |")
+    if times.get("rejected_mean_s") is not None:
+        lines.append(f"\nA rejected proposal cost {times['rejected_mean_s']:.2f} s on average.")
+    return lines
+
+
+def _latency_term(rw: dict[str, Any]) -> str:
+    target = f"{_fmt(rw.get('latency_target_ms'), '.2f')} ms"
+    if rw.get("latency_form") == "absolute":
+        return f"+ {rw.get('latency_weight')} x |latency / {target} - 1|"
+    return f"x (latency / {target})^{rw.get('latency_weight')}"
+
+
+def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int = 10,
+                     times: dict[str, Any] | None = None) -> str:
     o = run.get("options", {})
     counts = {s: sum(1 for t in trials if t.get("status") == s) for s in ("ok", "early-stopped", "rejected", "failed")}
     ranked = sorted([t for t in trials if t.get("reward") is not None], key=lambda t: (-t["reward"], t["index"]))
@@ -88,7 +114,7 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
          f"sep_repeats {run['proxy_config']['sep_repeats']}"),
         (f"- target `{run.get('target', {}).get('target')}`; arch0 there: {_fmt(ref.get('latency_ms'), '.2f')} ms "
          f"({ref.get('latency_source', '-')}), {_fmt(ref.get('params'), ',')} params"),
-        (f"- reward = score x (latency / {_fmt(rw.get('latency_target_ms'), '.2f')} ms)^{rw.get('latency_weight')} x "
+        (f"- reward = score {_latency_term(rw)} x "
          f"(params / {_fmt(rw.get('params_target'), ',.0f')})^{rw.get('params_weight')}"),
         (f"- candidates: {len(trials)} ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
          f"mean {_fmt(sum(wall) / len(wall) if wall else None, '.1f')} s per trained candidate"),
@@ -100,6 +126,8 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
         *_table(pareto_front(trials)),
         "",
     ]
+    if times:
+        lines += ["## Where the time went", "", *time_lines(times), ""]
     failed = [t for t in trials if t.get("status") in ("failed", "rejected")]
     if failed:
         lines += ["## Rejected and failed", "", "| index | status | reason |", "|---:|---|---|"]
@@ -108,9 +136,10 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
     return "\n".join(lines)
 
 
-def write_reports(out: Path, trials: list[dict[str, Any]], run: dict[str, Any]) -> None:
+def write_reports(out: Path, trials: list[dict[str, Any]], run: dict[str, Any],
+                  times: dict[str, Any] | None = None) -> None:
     out = Path(out)
     plot_pareto(trials, out / "pareto.png",
                 title=f"{run.get('options', {}).get('strategy')} search, {len(trials)} candidates",
                 reference_ms=run.get("reference", {}).get("latency_ms"))
-    atomic_write_text(out / "summary.md", summary_markdown(trials, run))
+    atomic_write_text(out / "summary.md", summary_markdown(trials, run, times=times))

@@ -33,13 +33,37 @@ def write_best(ctx_or_run: Any, trial: dict[str, Any], path: Path | None = None)
     return atomic_write_json(path, best_json(ctx_or_run, trial))
 
 
-def finish(ctx: RunContext, trials: list[dict[str, Any]]) -> dict[str, Any]:
+TRIAL_PARTS = ("check_s", "latency_s", "stage1_s", "stage2_s", "val_s")  # what each trial records it spent
+
+
+def time_breakdown(trials: list[dict[str, Any]], elapsed_s: float | None = None,
+                   run_s: dict[str, float] | None = None) -> dict[str, Any]:
+    """Where a search's wall time went: each trial part summed over trials, the rest of the trials' wall time
+    (strategy, bookkeeping, a failed candidate's partial work), the run's own work (``run_s``: stage-1 cache,
+    arch0's timing) and what is left of ``elapsed_s`` (start-up, writing reports, time between trials)."""
+    parts = {k: sum(float(t.get(k) or 0.0) for t in trials) for k in TRIAL_PARTS}
+    walls = sum(float(t.get("wall_s") or 0.0) for t in trials)
+    parts["trial_other_s"] = max(0.0, walls - sum(parts.values()))
+    parts.update({k: float(v) for k, v in (run_s or {}).items()})
+    out: dict[str, Any] = {k: round(v, 1) for k, v in parts.items()}
+    if elapsed_s is not None:
+        out["unaccounted_s"] = round(max(0.0, elapsed_s - sum(parts.values())), 1)
+        out["elapsed_s"] = round(elapsed_s, 1)
+    rejected = [t for t in trials if t.get("status") == "rejected"]
+    out["rejected_mean_s"] = round(sum(float(t.get("wall_s") or 0) for t in rejected) / len(rejected), 3) \
+        if rejected else None
+    return out
+
+
+def finish(ctx: RunContext, trials: list[dict[str, Any]], elapsed_s: float | None = None,
+           run_s: dict[str, float] | None = None) -> dict[str, Any]:
     from segfactory.search.report import write_reports
 
     best = best_trial(trials)
     if best is not None:
         write_best(ctx, best)
-    write_reports(ctx.out, trials, ctx.run_json())
+    times = time_breakdown(trials, elapsed_s, run_s)
+    write_reports(ctx.out, trials, ctx.run_json(), times)
     counts = {s: sum(1 for t in trials if t.get("status") == s) for s in STATUSES}
     wall = [t["wall_s"] for t in trials if t.get("status") in TRAINED and t.get("wall_s") is not None]
     return {
@@ -49,6 +73,7 @@ def finish(ctx: RunContext, trials: list[dict[str, Any]]) -> dict[str, Any]:
         "counts": counts,
         "best": best,
         "seconds_per_candidate": (sum(wall) / len(wall)) if wall else None,
+        "time": times,
         "files": sorted(p.name for p in ctx.out.iterdir() if not p.name.startswith(".")),
         "latency_target_ms": ctx.reward_spec.latency_target_ms,
         "input_size": list(ctx.input_size),

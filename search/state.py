@@ -16,13 +16,15 @@ STATE_FORMAT = "segfactory.search-state/1"
 
 
 def save_state(out: Path, strategy, stopper: EarlyStopper, next_index: int, pending: dict[int, dict],
-               elapsed_s: float = 0.0) -> None:
-    """``elapsed_s``: the search's wall time over every part so far (what --minutes counts)."""
+               elapsed_s: float = 0.0, run_s: dict[str, float] | None = None) -> None:
+    """``elapsed_s``: the search's wall time over every part so far (what --minutes counts); ``run_s``: seconds of
+    the run's own work outside any trial (preparing the stage-1 cache, timing arch0), by part."""
     import torch
     from segfactory.factory.io import atomic_write
 
     state = {"format": STATE_FORMAT, "strategy": strategy.state_dict(), "stopper": stopper.state_dict(),
-             "next_index": next_index, "pending": {str(k): v for k, v in pending.items()}, "elapsed_s": elapsed_s}
+             "next_index": next_index, "pending": {str(k): v for k, v in pending.items()}, "elapsed_s": elapsed_s,
+             "run_s": dict(run_s or {})}
     atomic_write(out / "state.pt", lambda p: torch.save(state, p))
     if getattr(strategy, "name", "") == "ppo":
         atomic_write(out / "controller.pt", lambda p: torch.save(

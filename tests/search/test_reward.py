@@ -47,3 +47,21 @@ def test_bad_inputs(score, latency, params, spec):
 def test_bad_spec(kwargs):
     with pytest.raises(InputError):
         RewardSpec(**kwargs)
+
+
+@pytest.mark.parametrize("weight", [-0.07, -0.5])
+def test_absolute_latency_term_peaks_at_the_target(weight):
+    """TuNAS' term: the reward is highest at T itself and falls on both sides, symmetric in relative error."""
+    spec = RewardSpec(latency_target_ms=10.0, latency_weight=weight, latency_form="absolute")
+    at = compute_reward(0.5, 10.0, None, spec)
+    assert at == pytest.approx(0.5)
+    for ms in (5.0, 8.0, 9.9, 10.1, 12.0, 20.0):
+        assert compute_reward(0.5, ms, None, spec) < at
+    assert compute_reward(0.5, 8.0, None, spec) == pytest.approx(compute_reward(0.5, 12.0, None, spec))
+    mnas = RewardSpec(latency_target_ms=10.0, latency_weight=weight)  # MnasNet's: faster is always better
+    assert compute_reward(0.5, 5.0, None, mnas) > compute_reward(0.5, 10.0, None, mnas)
+
+
+def test_unknown_latency_form_is_refused():
+    with pytest.raises(InputError, match="latency_form"):
+        RewardSpec(latency_target_ms=1.0, latency_form="linear")
