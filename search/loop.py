@@ -66,10 +66,11 @@ class Search:
         self.trained_times: list[float] = []
 
     def _pg_settings(self):
-        from segfactory.search.ppo import PGSettings
+        from segfactory.search.ppo import pg_settings
 
         o = self.ctx.options
-        return PGSettings(algorithm=o.pg_algorithm, lr=o.controller_lr, entropy_coef=o.entropy_coef)
+        profile = o.controller or ("paper" if self.ctx.preset == "paper" else "reachable")
+        return pg_settings(profile, o.pg_algorithm, o.controller_lr, o.entropy_coef)
 
     # -- resume ---------------------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -127,10 +128,17 @@ class Search:
 
     def _tell(self, proposal: Proposal, trial: dict[str, Any]) -> None:
         """Tell the strategy the trial's reward; failed and rejected candidates get ``--failure-reward`` (0 by
-        default; None tells nothing), a repeat what its first trial got."""
+        default; None tells nothing), a repeat what its first trial got.
+
+        A rejected (infeasible) proposal is told to a strategy that learns the boundary from it (PPO: a reward of
+        0 against a baseline near the typical score is a strongly negative advantage, so the controller moves
+        away from the decisions that made it infeasible); a strategy whose ``rejections_told`` is False (evolution)
+        hears nothing and simply proposes again, so its population holds feasible members only."""
         status = trial.get("status")
         learned = status in LEARN_FROM or (status == "repeat" and trial.get("reward") is not None)
         reward = trial.get("reward") if learned else self.ctx.options.failure_reward
+        if status == "rejected" and not getattr(self.strategy, "rejections_told", True):
+            reward = None
         self.strategy.tell(proposal, reward)
 
     def _save(self) -> None:

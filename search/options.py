@@ -74,6 +74,7 @@ GROUPS = (RUN, DATA, MODELS, REWARD, STRATEGY, PROXY, EXECUTOR)
 
 _SAME = object()  # Opt.cli_default: the field's own default
 PG_ALGORITHMS = ("ppo", "reinforce")  # the controller's update rules (search.ppo), the paper's first
+CONTROLLER_PROFILES = ("paper", "reachable")  # PPO's settings (search.ppo.PROFILES)
 
 # Opt.applies: modes in which a flag has an effect
 WITH_RATIO = (lambda o: o.max_latency_ratio is not None, "only with --max-latency-ratio")
@@ -276,9 +277,16 @@ class SearchOptions:
     pg_algorithm: str = opt("ppo", flag="--pg", type=click.Choice(PG_ALGORITHMS), group=STRATEGY,
                             applies=PPO,
                             help="Controller update rule.")
-    controller_lr: float = opt(1e-4, flag="--controller-lr", type=POSITIVE, group=STRATEGY, applies=PPO)
-    entropy_coef: float = opt(0.0, flag="--entropy-coef", type=NON_NEGATIVE, group=STRATEGY, applies=PPO,
-                              help="Entropy bonus of the controller update (the paper: 0).")
+    controller: str | None = opt(None, flag="--controller", type=click.Choice(CONTROLLER_PROFILES), group=STRATEGY,
+                                 applies=PPO,
+                                 help="PPO's settings: paper (lr 1e-4, every sample over a sliding buffer of 100: "
+                                      "made for thousands of candidates), or reachable (lr 3e-3, updates of 4 "
+                                      "epochs every 20 samples: learns within a few hundred) [default: paper for "
+                                      "the paper preset, else reachable].")
+    controller_lr: float | None = opt(None, flag="--controller-lr", type=POSITIVE, group=STRATEGY, applies=PPO,
+                                      help="Override the profile's learning rate.")
+    entropy_coef: float | None = opt(None, flag="--entropy-coef", type=NON_NEGATIVE, group=STRATEGY, applies=PPO,
+                                     help="Override the profile's entropy bonus (both profiles: 0).")
     population: int = opt(20, flag="--population", type=click.IntRange(min=1), group=STRATEGY, applies=EVOLUTION,
                           help="Evolution: population size.")
     tournament: int = opt(5, flag="--tournament", type=click.IntRange(min=1), group=STRATEGY, applies=EVOLUTION,

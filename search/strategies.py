@@ -81,6 +81,7 @@ class Evolution:
     """
 
     name = "evolution"
+    rejections_told = False  # an infeasible child is discarded: the population keeps feasible members only
 
     def __init__(self, seed: int = 0, population: int = 20, sample: int = 5) -> None:
         if population < 1 or not 1 <= sample <= population:

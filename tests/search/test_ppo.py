@@ -76,3 +76,42 @@ def test_state_round_trip_continues_identically():
 def test_unknown_algorithm():
     with pytest.raises(InputError):
         PolicyGradient(Controller(), PGSettings(algorithm="a2c"))
+
+
+def test_reachable_profile_learns_a_toy_reward_within_200_samples():
+    """PPO with the CPU default ("reachable") lowers its entropy and raises its reward on a toy reward whose
+    signal is the share of decisions equal to a target (benchmarks/scripts/controller_toy.py, another seed)."""
+    import random
+    import statistics
+
+    from segfactory.factory.genotype import action_space
+    from segfactory.search.ppo import PROFILES
+    from segfactory.search.strategies import PPOStrategy
+
+    rng = random.Random(7)
+    target = [rng.randrange(k) for k in action_space()]
+    strategy = PPOStrategy(7, settings=PROFILES["reachable"])
+    rewards, entropies = [], []
+    for _ in range(200):
+        p = strategy.propose()
+        reward = 0.3 + 0.4 * sum(a == t for a, t in zip(p.info["actions"], target)) / len(target) + rng.gauss(0, 0.02)
+        strategy.tell(p, reward)
+        rewards.append(reward)
+        entropies.append(p.info["entropy"])
+    assert statistics.mean(entropies[-20:]) < statistics.mean(entropies[:20]) - 3.0
+    assert statistics.mean(rewards[-50:]) > statistics.mean(rewards[:50]) + 0.02
+
+
+def test_update_every_defers_the_update_and_resumes_its_count():
+    import torch
+    from segfactory.search.controller import Controller
+    from segfactory.search.ppo import PGSettings, PolicyGradient
+
+    torch.manual_seed(0)
+    pg = PolicyGradient(Controller(), PGSettings(buffer_size=4, update_every=4, minibatch=2, epochs=1))
+    actions, logp, _ = pg.controller.sample(torch.Generator().manual_seed(0))
+    steps = [pg.update(actions, logp, 0.5)["steps"] for _ in range(3)]
+    assert steps == [0, 0, 0] and pg.updates == 0
+    again = PolicyGradient(Controller(), pg.settings)
+    again.load_state_dict(pg.state_dict())
+    assert again.update(actions, logp, 0.5)["steps"] == 2 and again.updates == 1
