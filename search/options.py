@@ -334,6 +334,8 @@ class SearchOptions:
     def from_dict(cls, d: dict[str, Any]) -> SearchOptions:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
+        if "controller_lr" in d and "controller" not in d:  # a run from before the profiles: the paper's PPO
+            d["controller"] = "paper"
         if d.get("input_size") is not None:
             d["input_size"] = tuple(d["input_size"])
         return cls(**d)
