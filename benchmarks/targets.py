@@ -38,7 +38,7 @@ class LatencyResult:
     detail: dict = field(default_factory=dict)
 
 
-def _export_bytes(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int) -> bytes:
+def export_bytes(genotype: Genotype, config: ModelConfig, input_size: tuple[int, int], batch: int) -> bytes:
     from segfactory.benchmarks.models import ModelSpec, export_to
 
     with tempfile.TemporaryDirectory(prefix="segfactory-target-") as tmp:
@@ -155,7 +155,7 @@ class CpuTarget(LutMixin, Target):
         from segfactory.benchmarks.harness import measure
         from segfactory.benchmarks.runners import OrtRunner
 
-        with OrtRunner(_export_bytes(genotype, config, input_size, batch), input_shape=(batch, 3, *input_size),
+        with OrtRunner(export_bytes(genotype, config, input_size, batch), input_shape=(batch, 3, *input_size),
                        threads=self.threads, name=genotype.key()) as runner:
             res = measure(runner, warmup_ms=self.warmup_ms, min_seconds=self.min_seconds)
         return LatencyResult(res["median_ms"], "measured", res)
@@ -166,10 +166,10 @@ class CpuTarget(LutMixin, Target):
 
         ref_genotype, ref_config, _, ref_ms = self.reference  # the reference in its own configuration
         if self._reference_onnx is None:
-            self._reference_onnx = _export_bytes(ref_genotype, ref_config, input_size, 1)
+            self._reference_onnx = export_bytes(ref_genotype, ref_config, input_size, 1)
         shape = (1, 3, *input_size)
         with OrtRunner(self._reference_onnx, input_shape=shape, threads=self.threads, name="reference") as r, \
-                OrtRunner(_export_bytes(genotype, config, input_size, 1), input_shape=shape, threads=self.threads,
+                OrtRunner(export_bytes(genotype, config, input_size, 1), input_shape=shape, threads=self.threads,
                           name=genotype.key()) as c:
             ref_res, res = measure_interleaved([r, c], warmup_ms=self.warmup_ms, min_seconds=self.min_seconds,
                                                rounds=INTERLEAVED_ROUNDS)
@@ -276,7 +276,7 @@ class JetsonTarget(LutMixin, Target):
         settings = {"input_size": list(input_size), "batch": batch, "precision": self.precision,
                     "target": self.name}
         res = self._measure_remote(self.device_url, self.token_file,
-                                   _export_bytes(genotype, config, input_size, batch), settings)
+                                   export_bytes(genotype, config, input_size, batch), settings)
         if not isinstance(res, dict) or "median_ms" not in res:
             raise RunError(f"device agent {self.device_url} answered without median_ms")
         return LatencyResult(float(res["median_ms"]), "measured", res)

@@ -216,7 +216,7 @@ def open_dataset(spec: str, split: str, *, num_classes: int | None = None,
     return ds
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     stems: dict[str, Path] = {}
     for p in files:
@@ -251,7 +251,7 @@ def _nonempty(images: list[Path], folder: Path) -> list[Path]:
 def _camvid(root: Path, split: str, spec: str) -> SegDataset:
     img_dir = _require_dir(root / split, f"CamVid {split}")
     mask_dir = _require_dir(root / f"{split}annot", f"CamVid {split} label")
-    images = _nonempty(_list_images(img_dir), img_dir)
+    images = _nonempty(list_images(img_dir), img_dir)
     masks = _pair(images, mask_dir, lambda p: p.stem + ".png")
     return SegDataset(spec, split, images, masks, len(CAMVID_CLASSES), CAMVID_IGNORE, CAMVID_CLASSES,
                       palette=CAMVID_PALETTE)
@@ -285,7 +285,7 @@ def _folder(root: Path, split: str, spec: str, num_classes: int | None, ignore_i
     base = root / split if (root / split / "images").is_dir() else root
     img_dir = _require_dir(base / "images", "image")
     mask_dir = _require_dir(base / "masks", "mask")
-    images = _nonempty(_list_images(img_dir), img_dir)
+    images = _nonempty(list_images(img_dir), img_dir)
     masks = _pair(images, mask_dir, lambda p: p.stem + ".png")
     names_file = root / "classes.txt"
     names: tuple[str, ...] = tuple(f"class_{i}" for i in range(num_classes))
@@ -310,7 +310,7 @@ def load_images(spec: str, split: str, count: int, size: tuple[int, int] | None 
     if kind == "folder":
         assert path is not None
         base = path / split if (path / split / "images").is_dir() else path
-        files = _nonempty(_list_images(_require_dir(base / "images", "image")), base / "images")
+        files = _nonempty(list_images(_require_dir(base / "images", "image")), base / "images")
     else:
         files = open_dataset(spec, split).images
     out = []

@@ -85,7 +85,7 @@ def evaluate(predictor: Callable[[np.ndarray], np.ndarray], dataset, *, batch_si
 
 def list_input_images(path: str | Path) -> list[Path]:
     """``path`` itself if it is an image file, else the images in folder ``path`` (sorted, unique stems)."""
-    from segfactory.factory.datasets import IMAGE_SUFFIXES, _list_images
+    from segfactory.factory.datasets import IMAGE_SUFFIXES, list_images
 
     path = Path(path)
     if path.is_file():
@@ -94,7 +94,7 @@ def list_input_images(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise InputError(f"input {path} does not exist")
-    files = _list_images(path)
+    files = list_images(path)
     if not files:
         raise InputError(f"input folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files

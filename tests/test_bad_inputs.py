@@ -223,3 +223,14 @@ def test_resume_of_finished_build_with_more_budget(files, runs, capsys):
                        "--out", runs / "build"], capsys)
     assert got == 2 and "would change nothing" in err and "segfactory search --resume" in err, err
     assert (runs / "build" / "build.json").read_text() == before
+
+
+def test_pick_says_it_skipped_a_torn_last_line(runs, tmp_path, capsys):
+    import shutil
+
+    d = tmp_path / "search"
+    shutil.copytree(runs / "search", d)
+    (d / "trials.jsonl").write_text('{"index": 0, "status": "rejected", "reward": null}\n{"index": 1, "sta')
+    got, _, err = run(["search", "pick", d], capsys)
+    assert got == 1 and "no status-ok candidate" in err, err
+    assert "Warning: skipped a torn last line" in err, err

@@ -62,3 +62,21 @@ def test_device_flags_are_declared_once(path):
         assert p.opts == [flag.flag] and p.default is None, (path, flag.flag)
         assert type(p.type) is type(flag.type or click.STRING), (path, flag.flag)
     assert params[DEVICE_TOKEN_FILE.dest].help == DEVICE_TOKEN_FILE.help
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A name with a leading underscore belongs to its module: another module importing it is a hidden second
+    home (issue 22). Private modules of a package (``agent/_http.py``) are that package's own."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in ("factory", "export", "benchmarks", "search"):
+        for path in (repo / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segfactory."):
+                    private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+                    if private:
+                        found.append(f"{path.relative_to(repo)}:{node.lineno} {node.module} {private}")
+    assert not found, found

@@ -45,7 +45,7 @@ def record_session(lut: Lut, started: float, wall_t0: float, **counts: Any) -> N
         prof["units_seconds"] = unit_sessions[-1]["seconds"] if prof["continuous"] else None
 
 
-def _progress(total: int, label: str):
+def unit_progress(total: int, label: str):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -62,7 +62,7 @@ def _sweep(lut: Lut, todo: list[str], config: ModelConfig, runs: int, deadline: 
     measured = 0
     bar = task = None
     if progress and todo:
-        bar, task = _progress(len(todo), "profiling units")
+        bar, task = unit_progress(len(todo), "profiling units")
     try:
         chunk = 400
         for i in range(0, len(todo), chunk):
@@ -136,13 +136,13 @@ def run_profile(target: str, config: ModelConfig, input_size: tuple[int, int], o
     record_session(lut, t0, wall0, units_measured=measured, complete=complete)
     lut.save()
     return {"format": FORMAT, "out": str(out), "units_total": len(sigs), "units_measured_now": measured,
-            "complete": complete, "overhead": lut.data.get("overhead"), "predictor": _brief(predictor),
+            "complete": complete, "overhead": lut.data.get("overhead"), "predictor": predictor_brief(predictor),
             "slow_state": lut.data.get("profile", {}).get("slow_state"), "threads": threads,
             "input_size": list(input_size), "seconds": time.monotonic() - t0,
             "profile_seconds_total": lut.data["profile"].get("seconds_total")}
 
 
-def _brief(predictor: dict[str, Any] | None) -> dict[str, Any] | None:
+def predictor_brief(predictor: dict[str, Any] | None) -> dict[str, Any] | None:
     if not predictor:
         return None
     chosen = [s for s in predictor.get("selection", [])

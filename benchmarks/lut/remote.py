@@ -168,9 +168,9 @@ def measure_remote_units(lut: Lut, sigs: list[str], config: ModelConfig, measure
 
 def measure_whole(measurer: RemoteMeasurer, genotype, config: ModelConfig, input_size: tuple[int, int],
                   duration_s: float) -> dict[str, Any]:
-    from segfactory.benchmarks.targets import _export_bytes
+    from segfactory.benchmarks.targets import export_bytes
 
-    return measurer.measure(_export_bytes(genotype, config, input_size, 1), input_size=list(input_size),
+    return measurer.measure(export_bytes(genotype, config, input_size, 1), input_size=list(input_size),
                             duration_s=duration_s)
 
 
@@ -254,7 +254,7 @@ def run_remote_profile(target: str, config: ModelConfig, input_size: tuple[int, 
                        ) -> dict[str, Any]:
     """``segfactory profile --device-url``: the lut of ``target`` measured on the agent at ``device_url``."""
     from segfactory.benchmarks.agent.client import health
-    from segfactory.benchmarks.lut.profile import _brief, _progress, record_session
+    from segfactory.benchmarks.lut.profile import predictor_brief, record_session, unit_progress
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)
@@ -279,7 +279,7 @@ def run_remote_profile(target: str, config: ModelConfig, input_size: tuple[int, 
     deadline = t0 + minutes * 60 if minutes else None
     bar = task = None
     if progress and todo:
-        bar, task = _progress(len(todo), "profiling units on the agent")
+        bar, task = unit_progress(len(todo), "profiling units on the agent")
     try:
         measured = measure_remote_units(lut, todo, config, measurer, deadline=deadline,
                                         on_unit=(lambda: bar.advance(task)) if bar else None)
@@ -297,7 +297,7 @@ def run_remote_profile(target: str, config: ModelConfig, input_size: tuple[int, 
     record_session(lut, t0, wall0, units_measured=measured, complete=complete)
     lut.save()
     return {"format": FORMAT, "out": str(out), "units_total": len(sigs), "units_measured_now": measured,
-            "complete": complete, "overhead": lut.data.get("overhead"), "predictor": _brief(predictor),
+            "complete": complete, "overhead": lut.data.get("overhead"), "predictor": predictor_brief(predictor),
             "threads": threads, "input_size": list(input_size), "device": lut.data["device"],
             "backend": lut.data["backend"], "precision": precision, "per_call_ms": lut.data["per_call_ms"],
             "seconds": time.monotonic() - t0}

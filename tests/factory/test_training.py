@@ -281,4 +281,4 @@ def test_bad_learning_rate_is_exit_2_and_one_line(tmp_path):
     res = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
     assert res.returncode == 2
     assert [line for line in res.stderr.splitlines() if line.strip()] == [
-        "Error: --decoder-lr nan must be a positive finite number"]
+        "Error: Invalid value for '--decoder-lr': 'nan' is not a finite number (see 'segfactory train --help')"]
