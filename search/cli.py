@@ -13,7 +13,15 @@ import click
 from click.core import ParameterSource
 from segfactory.factory.commands.flags import SectionedHelp, option
 from segfactory.factory.commands.options import json_option, parse_size_option, quiet_option, version
-from segfactory.search.options import GROUPS, RUN, SearchOptions, cli_default, declared, without_effect
+from segfactory.search.options import (
+    GROUPS,
+    MAX_BUDGET,
+    RUN,
+    SearchOptions,
+    cli_default,
+    declared,
+    without_effect,
+)
 
 LIMIT_FIELDS = ("max_latency_ms", "max_latency_ratio", "max_params", "max_macs")  # Limits' fields
 EXPLICIT = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)  # what the user asked for
@@ -101,6 +109,8 @@ def search(ctx: click.Context, **kw) -> None:
         kw["out"] = f"runs/search-{time.strftime('%Y%m%d-%H%M%S')}"
     _check_executor_flags(kw)
     options, given = options_from_cli(ctx, kw)
+    if options.max_minutes is not None and "budget" not in given:
+        options.budget = MAX_BUDGET  # --minutes alone bounds the search (as build's --search-minutes does)
     if options.strategy == "list" and not options.genotypes and not resume:
         raise click.UsageError("--strategy list needs --genotypes FILE")
     view = None if (quiet or as_json) else LiveView()

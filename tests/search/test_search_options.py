@@ -104,3 +104,17 @@ def test_library_resume_compares_every_field():
         _resume(SearchOptions(), SearchOptions(seed=3), None)
     with pytest.raises(ValueError, match="not SearchOptions fields: sede"):
         _resume(SearchOptions(), SearchOptions(), {"sede"})
+
+
+@pytest.mark.parametrize("argv, budget", [(["--minutes", "20"], None), (["--minutes", "20", "--budget", "5"], 5),
+                                          ([], 8)])
+def test_minutes_alone_bound_the_search(argv, budget, monkeypatch, tmp_path):
+    """`search --minutes M` without --budget runs for its minutes, not for the default 8 candidates."""
+    from click.testing import CliRunner
+    from segfactory.search import loop
+    from segfactory.search.options import MAX_BUDGET
+
+    seen = {}
+    monkeypatch.setattr(loop, "run_search", lambda options, **kw: seen.setdefault("o", options) and {})
+    CliRunner().invoke(search, [*argv, "--out", str(tmp_path / "s"), "--json"])
+    assert seen["o"].budget == (MAX_BUDGET if budget is None else budget)
