@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine
 
-VARIANTS = {"reachable, lr 1e-3": {"lr": 1e-3}, "reachable, entropy 1e-3": {"entropy_coef": 1e-3}}
+VARIANTS = {"reachable-lr1e-3": {"lr": 1e-3}, "reachable-entropy1e-3": {"entropy_coef": 1e-3}}
 
 
 def run(settings, seed: int, samples: int) -> dict:
