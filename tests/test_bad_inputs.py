@@ -151,10 +151,10 @@ def test_no_torch_warning_before_the_error(files, tmp_path, argv):
 def runs(files):
     """A finished-looking search (for --from-search), a search whose run.json lost its options, and a finished
     build made with --budget 2 (for a resume that asks for more)."""
-    from segfactory.search.pipeline.options import BuildOptions
-    from segfactory.search.pipeline.state import BuildState
     from segfactory.search.context import RUN_FORMAT
     from segfactory.search.options import SearchOptions
+    from segfactory.search.pipeline.options import BuildOptions
+    from segfactory.search.pipeline.state import BuildState
 
     data = f"camvid:{files}/camvid"
     done = files / "runs" / "search"

@@ -12,8 +12,8 @@ from segfactory.factory.zoo import ZOO
 
 def run(args):
     """Run ``segfactory ARGS`` as a user would (exit code, stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "segfactory.factory.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "segfactory.factory.cli", *args], check=False, capture_output=True,
+                          text=True, timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -24,7 +24,7 @@ def test_root_help_lists_every_command_without_importing_torch():
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'segfactory --help imported torch'\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for name in COMMANDS:
         assert name in proc.stdout
