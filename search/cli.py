@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import fields
 
 import click
 from click.core import ParameterSource
 from segfactory.factory.commands.flags import SectionedHelp, option
 from segfactory.factory.commands.options import json_option, parse_size_option, quiet_option, version
+from segfactory.search.limits import Limits
 from segfactory.search.options import (
     GROUPS,
     MAX_BUDGET,
@@ -23,7 +25,7 @@ from segfactory.search.options import (
     without_effect,
 )
 
-LIMIT_FIELDS = ("max_latency_ms", "max_latency_ratio", "max_params", "max_macs")  # Limits' fields
+LIMIT_FIELDS = tuple(f.name for f in fields(Limits))  # search pick's flags: SearchOptions' declarations of them
 EXPLICIT = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)  # what the user asked for
 
 
@@ -139,7 +141,6 @@ def search(ctx: click.Context, **kw) -> None:
 @version
 def pick_cmd(run_dir: str, out: str | None, as_json: bool, **limits) -> None:
     """The best candidate of search RUN_DIR under your limits, as a best.json."""
-    from segfactory.search.limits import Limits
     from segfactory.search.pick import pick
 
     best = pick(run_dir, Limits(**limits), out=out, on_warning=lambda line: click.echo(f"Warning: {line}", err=True))
