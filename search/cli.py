@@ -128,7 +128,9 @@ def search(ctx: click.Context, **kw) -> None:
         if summary.get("stopped"):
             click.echo(f"stopped early: {summary['stopped']}", err=True)
         click.echo(_time_line(summary["time"]), err=True)
-        click.echo(f"{summary['trained']} candidates trained in {summary['out']}; best: "
+        rungs = summary.get("rungs")
+        click.echo(f"{summary['trained']} candidates trained in {summary['out']}"
+                   + (f" (per rung: {', '.join(f'{k} {v}' for k, v in rungs.items())})" if rungs else "") + "; best: "
                    + (f"trial {best['index']} reward {best['reward']:.4f} score {best['score']:.4f} "
                       f"{best['latency_ms']:.2f} ms -> {summary['out']}/best.json" if best else "none"), err=True)
 

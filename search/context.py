@@ -40,7 +40,8 @@ class RunContext:
     target: Any
     reward_spec: RewardSpec
     reference: dict[str, Any]  # arch0 in the deployed configuration: latency_ms, source, params, macs
-    proxy_data: Any = None
+    proxy_data: Any = None  # rung 0's
+    rungs: tuple = ()  # search.rungs.Rung, cheapest first; () without rungs
 
     def run_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class RunContext:
             "target": self.target.describe(),
             "reward": self.reward_spec.to_dict(),
             "reference": self.reference,
+            "rungs": [r.to_dict() for r in self.rungs],
         }
 
 
@@ -108,6 +110,7 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     from segfactory.factory.datasets import open_dataset
     from segfactory.factory.io import atomic_write_json
     from segfactory.search.presets import ProxySettings, resolve_preset
+    from segfactory.search.rungs import AUTO, OFF, Rung, resolve_rungs
 
     out = Path(options.out)
     run = _read_out(out, resume)
@@ -126,11 +129,21 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     dataset = open_dataset(options.data, "train")
     if run is not None:
         preset, settings = run["preset"], ProxySettings.from_dict(run["proxy_settings"])
+        rungs = tuple(Rung.from_dict(r) for r in run.get("rungs") or [])
     else:
-        preset, settings = resolve_preset(options.preset, device, len(dataset))
-        settings = settings.with_(**options.proxy) if options.proxy else settings
+        asked = OFF if options.executor == "ray" and options.rungs == AUTO else options.rungs
+        rungs = resolve_rungs(asked, options.preset, device, len(dataset), options.proxy)
+        if rungs:
+            preset, settings = rungs[0].name, rungs[0].settings
+        else:
+            preset, settings = resolve_preset(options.preset, device, len(dataset))
+            settings = settings.with_(**options.proxy) if options.proxy else settings
+    if rungs and options.executor == "ray":
+        raise InputError("--executor ray trains every candidate on one preset: give --rungs off (or --preset) "
+                         "with it")
     deploy, proxy, input_size = _model_configs(options, run, dataset)
-    check_proxy_memory(settings, proxy, device)
+    for s in [settings, *(r.settings for r in rungs[1:])]:
+        check_proxy_memory(s, proxy, device)
     target = get_target(options.target, lut=options.lut, device_url=options.device_url,
                         device_token_file=options.device_token_file, threads=options.latency_threads,
                         verify_every=options.verify_every)
@@ -142,7 +155,7 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
         torch.set_num_threads(options.threads)
     reference, reward_spec = _reward(options, run, target, deploy, input_size, on_event)
     ctx = RunContext(options, out, device, preset, settings, dataset, deploy, proxy, input_size, target,
-                     reward_spec, reference)
+                     reward_spec, reference, rungs=rungs)
     if run is None:
         atomic_write_json(out / "run.json", ctx.run_json())
     else:  # keep the budget the user asked for now

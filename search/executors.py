@@ -27,6 +27,8 @@ class CandidateJob:
     pre: dict[str, Any] = field(default_factory=dict)  # latency, params, macs measured by the driver
     started: float = 0.0  # time.monotonic() when the driver began with it
     cpu_started: float = 0.0  # time.process_time() then (the driver's CPU time, meaningful for local runs)
+    rung: int = 0  # the rung it trains at (search.rungs); > 0: a promotion of trial ``promoted_from``
+    promoted_from: int | None = None
 
 
 TrainFn = Callable[[CandidateJob], ProxyResult]

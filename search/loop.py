@@ -25,6 +25,7 @@ from segfactory.search.limits import COST, LATENCY, Limits
 from segfactory.search.options import SearchOptions
 from segfactory.search.results import finish, write_best
 from segfactory.search.reward import compute_reward
+from segfactory.search.rungs import calibrated_score, next_promotion, rung_of
 from segfactory.search.state import load_state as _load_state
 from segfactory.search.state import save_state as _save_state
 from segfactory.search.strategies import Proposal, StrategyExhausted, make_strategy
@@ -64,6 +65,7 @@ class Search:
         self.spent_s = 0.0  # wall time of earlier parts of this search (state.pt)
         self.run_s: dict[str, float] = {}  # seconds of work outside any trial, by part (state.pt)
         self.trained_times: list[float] = []
+        self.rung_data: dict[int, Any] = {}  # rung > 0 -> its ProxyData (rung 0's is ctx.proxy_data)
 
     def _pg_settings(self):
         from segfactory.search.ppo import pg_settings
@@ -100,8 +102,8 @@ class Search:
         else:
             late = [t for _, t in sorted(done.items())]
         for t in late:  # recorded after the last state save (or no state at all): replay proposal and tell
-            p = self.strategy.propose()
-            if p.genotype.key() != t["key"]:
+            p = self.strategy.propose() if rung_of(t) == 0 else None  # a promotion was not proposed
+            if p is None or p.genotype.key() != t["key"]:
                 p = Proposal(Genotype.from_dict(t["genotype"]))
             self._replay(p, t)
             self.next_index = int(t["index"]) + 1
@@ -112,10 +114,8 @@ class Search:
         if t.get("status") in TRAINED and t["key"] not in self.by_key:
             self.by_key[t["key"]] = t
         if t.get("latency_ms") is not None:
-            self.latencies.setdefault(t["key"], {k: t[k] for k in ("latency_ms", "latency_source", "latency_ratio",
-                                                                  "latency_raw_ms", "latency_reference_ms")
-                                                 if t.get(k) is not None})
-        if t.get("latency_ratio") is not None and t.get("macs") and t.get("repeat_of") is None:
+            self.latencies.setdefault(t["key"], {k: t[k] for k in self.LATENCY_FIELDS if t.get(k) is not None})
+        if t.get("latency_ratio") is not None and t.get("macs") and t.get("repeat_of") is None and rung_of(t) == 0:
             self.screen_points.append((t["macs"], t["latency_ratio"]))
         if t.get("status") in TRAINED and t.get("wall_s"):
             self.trained_times.append(float(t["wall_s"]))
@@ -139,6 +139,9 @@ class Search:
         reward = trial.get("reward") if learned else self.ctx.options.failure_reward
         if status == "rejected" and not getattr(self.strategy, "rejections_told", True):
             reward = None
+        if rung_of(trial) > 0:  # a promotion: its score on rung 0's scale (see search.rungs); a failure tells nothing
+            reward = None if trial.get("reward") is None else compute_reward(
+                calibrated_score(self.store.trials, trial), trial["latency_ms"], trial["params"], self.ctx.reward_spec)
         self.strategy.tell(proposal, reward)
 
     def _save(self) -> None:
@@ -150,21 +153,46 @@ class Search:
         return self.spent_s + time.monotonic() - self.started
 
     # -- one candidate ----------------------------------------------------------------------------------------
-    def _next_job(self) -> CandidateJob:
-        """A pending proposal not yet in flight (after a resume), else a new proposal (saved before use)."""
+    def _next_job(self, in_flight: int) -> CandidateJob | None:
+        """A pending job not yet in flight (after a resume), else a promotion due (rungs), else a new proposal
+        while fewer than ``--budget`` candidates are trained or in flight (``in_flight`` of them); each is saved
+        in the state before it is used. None: nothing left to do."""
+        o = self.ctx.options
         waiting = sorted(set(self.pending) - self.submitted)
         if waiting:
             index = waiting[0]
-            proposal = Proposal.from_dict(self.pending[index]["proposal"])
         else:
             index = self.next_index
-            proposal = self.strategy.propose()
+            busy = {v["promoted_from"] for v in self.pending.values() if v.get("promoted_from") is not None}
+            due = next_promotion(self.store.trials, len(self.ctx.rungs), o.promote, busy) if self.ctx.rungs else None
+            if due is not None:
+                trial, rung = due
+                entry = {"proposal": Proposal(Genotype.from_dict(trial["genotype"])).to_dict(), "rung": rung,
+                         "promoted_from": trial["index"]}
+            elif trained_count(self.store.trials) + in_flight >= o.budget:
+                return None
+            else:
+                entry = {"proposal": self.strategy.propose().to_dict()}
             self.next_index += 1
-            self.pending[index] = {"proposal": proposal.to_dict(), "seed": candidate_seed(self.ctx.options.seed,
-                                                                                          index)}
+            self.pending[index] = {**entry, "seed": candidate_seed(o.seed, index)}
             self._save()
-        return CandidateJob(index, proposal, self.pending[index]["seed"], started=time.monotonic(),
-                            cpu_started=time.process_time())
+        entry = self.pending[index]
+        job = CandidateJob(index, Proposal.from_dict(entry["proposal"]), entry["seed"], started=time.monotonic(),
+                           cpu_started=time.process_time(), rung=int(entry.get("rung", 0)),
+                           promoted_from=entry.get("promoted_from"))
+        if job.promoted_from is not None:  # cost and latency are the promoted trial's
+            source = self._trial(job.promoted_from)
+            job.pre.update({k: source[k] for k in ("params", "macs", *self.LATENCY_FIELDS) if k in source})
+        return job
+
+    LATENCY_FIELDS = ("latency_ms", "latency_source", "latency_ratio", "latency_raw_ms", "latency_reference_ms")
+
+    def _trial(self, index: int) -> dict[str, Any]:
+        return next(t for t in self.store.trials if t["index"] == index)
+
+    def _in_flight_candidates(self) -> int:
+        """Jobs in flight that count toward --budget (rung 0)."""
+        return sum(1 for i in self.submitted if not self.pending.get(i, {}).get("rung"))
 
     def precheck(self, job: CandidateJob) -> dict[str, Any] | None:
         """Cost and latency of the deployed model; returns a finished trial (rejected, failed, reused) or None."""
@@ -259,19 +287,27 @@ class Search:
         """Proxy-train ``job`` here (what :class:`LocalExecutor` calls)."""
         from segfactory.search.proxy import train_candidate
 
-        return train_candidate(job.proposal.genotype, self.proxy_data(), seed=job.seed, device=self.ctx.device,
-                               should_continue=self.stopper.should_continue)
+        # the early stopper's thresholds are rung 0's: a promotion trains to the end of its schedule
+        return train_candidate(job.proposal.genotype, self.proxy_data(job.rung), seed=job.seed,
+                               device=self.ctx.device, should_continue=None if job.rung else self.stopper.should_continue)
 
-    def proxy_data(self):
-        if self.ctx.proxy_data is None:
+    def proxy_data(self, rung: int = 0):
+        """The ProxyData of ``rung`` (its preset's stage-1 cache and held-out split), prepared once."""
+        if (self.ctx.proxy_data if rung == 0 else self.rung_data.get(rung)) is None:
             from segfactory.search.proxy import ProxyData
 
-            _emit(self.on_event, "status", message="caching encoder features for stage 1")
+            settings = self.ctx.rungs[rung].settings if rung else self.ctx.settings
+            _emit(self.on_event, "status", message="caching encoder features for stage 1"
+                  + (f" (rung {rung}: {self.ctx.rungs[rung].name})" if self.ctx.rungs else ""))
             t = time.monotonic()
-            self.ctx.proxy_data = ProxyData.prepare(self.ctx.dataset, self.ctx.proxy_config, self.ctx.settings,
-                                                    self.ctx.options.seed, self.ctx.device)
+            data = ProxyData.prepare(self.ctx.dataset, self.ctx.proxy_config, settings, self.ctx.options.seed,
+                                     self.ctx.device)
             self.run_s["prepare_s"] = self.run_s.get("prepare_s", 0.0) + time.monotonic() - t
-        return self.ctx.proxy_data
+            if rung == 0:
+                self.ctx.proxy_data = data
+            else:
+                self.rung_data[rung] = data
+        return self.ctx.proxy_data if rung == 0 else self.rung_data[rung]
 
     def _record(self, job: CandidateJob, *, status: str, reason: str = "", result=None,
                 reused: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -300,6 +336,13 @@ class Search:
                                                    self.ctx.reward_spec)
                 except InputError as e:
                     rec["status"], rec["reason"], rec["reward"] = "failed", f"reward: {e}", None
+        if self.ctx.rungs:
+            rec.update(rung=job.rung, rung_preset=self.ctx.rungs[job.rung].name)
+            if job.promoted_from is not None:
+                rec["promoted_from"] = job.promoted_from
+            if result is not None:
+                before = self._trial(job.promoted_from)["rung_scores"] if job.promoted_from is not None else []
+                rec["rung_scores"] = [*before, rec["score"]]
         rec["wall_s"] = round(time.monotonic() - job.started, 3)
         rec["cpu_s"] = round(time.process_time() - job.cpu_started, 3)  # this process's CPU time (all threads)
         for k in ("check_s", "latency_s"):
@@ -344,13 +387,14 @@ class Search:
         stopped = converged = None
         try:
             while True:
-                while (trained_count(self.store.trials) + executor.in_flight() < o.budget
-                       and executor.in_flight() < executor.capacity and not self._out_of_time()):
+                while executor.in_flight() < executor.capacity and not self._out_of_time():
                     try:
-                        job = self._next_job()
+                        job = self._next_job(self._in_flight_candidates())
                     except StrategyExhausted:
                         break
-                    done = self.precheck(job)
+                    if job is None:
+                        break
+                    done = self.precheck(job) if job.promoted_from is None else None
                     if done is None:
                         _emit(self.on_event, "candidate", index=job.index, key=job.proposal.genotype.key())
                         self.submitted.add(job.index)

@@ -21,7 +21,7 @@ import click
 from segfactory.benchmarks.agent.options import DEVICE_TOKEN_FILE, DEVICE_URL
 from segfactory.benchmarks.targets import DEFAULT_TARGET
 from segfactory.factory.commands.options import DEVICE_CHOICES, ENCODER_WEIGHTS_HELP
-from segfactory.factory.commands.types import FLOAT, NON_NEGATIVE, POSITIVE, Names
+from segfactory.factory.commands.types import FLOAT, NON_NEGATIVE, POSITIVE, Float, Names
 from segfactory.factory.config import LIMITS, RELEASED, SEARCH_PROXY
 from segfactory.factory.errors import InputError
 from segfactory.search.reward import LATENCY_FORMS
@@ -49,6 +49,15 @@ def _preset_help() -> str:
     from segfactory.search.presets import preset_help
 
     return preset_help()
+
+
+def _rungs_help() -> str:
+    from segfactory.search.presets import PRESETS
+    from segfactory.search.rungs import CPU_LADDER
+
+    return (f"Successive halving over presets, cheapest first (of {', '.join(PRESETS.names())}): every candidate "
+            "is trained at the first, the best again at the next ones (see --promote); off: one preset (--preset); "
+            f"auto: {','.join(CPU_LADDER)} for a CPU search on a real dataset with --preset auto, else off.")
 
 
 def _target_names() -> list[str]:
@@ -81,6 +90,7 @@ WITH_RATIO = (lambda o: o.max_latency_ratio is not None, "only with --max-latenc
 PPO = (lambda o: o.strategy == "ppo", "only with --strategy ppo")
 EVOLUTION = (lambda o: o.strategy == "evolution", "only with --strategy evolution")
 LIST = (lambda o: o.strategy == "list", "only with --strategy list")
+WITH_RUNGS = (lambda o: o.rungs != "off", "only with --rungs")
 
 
 @dataclass(frozen=True)
@@ -209,6 +219,11 @@ class SearchOptions:
     strategy: str = opt("ppo", flag="--strategy", type=Names(_strategy_names), group=STRATEGY,
                         help=_strategy_help)
     preset: str = opt("auto", flag="--preset", type=Names(_preset_names), group=PROXY, help=_preset_help)
+    rungs: str = opt("auto", flag="--rungs", group=PROXY, help=_rungs_help)
+    promote: float = opt(0.25, flag="--promote", type=Float(min=0, max=1, min_open=True, max_open=True),
+                         group=PROXY, applies=WITH_RUNGS,
+                         help="With rungs: the top fraction of a rung's candidates trained again at the next "
+                              "(ASHA's 1/eta).")
     seed: int = opt(0, flag="--seed", type=int)
     device: str = opt("auto", flag="--device", type=click.Choice(DEVICE_CHOICES),
                       help="Where proxies train (CUDA: mixed precision).")
@@ -336,6 +351,7 @@ class SearchOptions:
         d = {k: v for k, v in d.items() if k in known}
         if "controller_lr" in d and "controller" not in d:  # a run from before the profiles: the paper's PPO
             d["controller"] = "paper"
+        d.setdefault("rungs", "off")  # a run from before rungs had none
         if d.get("input_size") is not None:
             d["input_size"] = tuple(d["input_size"])
         return cls(**d)

@@ -68,7 +68,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {t['index']} | `{t['key']}` | {_fmt(t.get('reward'), '.4f')} | {_fmt(t.get('score'), '.4f')} | "
             f"{_fmt(t.get('miou'), '.4f')} | {_fmt(t.get('latency_ms'), '.2f')} | {t.get('latency_source') or '-'} | "
             f"{_fmt(t.get('params'), ',')} | {_fmt(t['macs'] / 1e9 if t.get('macs') else None, '.3f')} | "
-            f"{t.get('status')} |")
+            f"{t.get('status')}{' @' + t['rung_preset'] if t.get('rung_preset') else ''} |")
     return lines
 
 
@@ -97,11 +97,26 @@ def _latency_term(rw: dict[str, Any]) -> str:
     return f"x (latency / {target})^{rw.get('latency_weight')}"
 
 
+def _rung_lines(trials: list[dict[str, Any]], run: dict[str, Any]) -> list[str]:
+    """With rungs: candidates per rung and what the best of the highest rung scored at each rung it reached."""
+    rungs = run.get("rungs") or []
+    if not rungs:
+        return []
+    o = run.get("options", {})
+    per = [sum(1 for t in trials if int(t.get("rung") or 0) == k and t.get("status") in ("ok", "early-stopped",
+                                                                                         "failed"))
+           for k in range(len(rungs))]
+    return [f"- rungs (top {o.get('promote')} promoted): "
+            + ", ".join(f"{r['preset']} {n}" for r, n in zip(rungs, per, strict=True))
+            + "; the top table ranks the highest rung first (status `@preset`): rewards of two rungs do not compare"]
+
+
 def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int = 10,
                      times: dict[str, Any] | None = None) -> str:
     o = run.get("options", {})
     counts = {s: sum(1 for t in trials if t.get("status") == s) for s in ("ok", "early-stopped", "rejected", "failed")}
-    ranked = sorted([t for t in trials if t.get("reward") is not None], key=lambda t: (-t["reward"], t["index"]))
+    ranked = sorted([t for t in trials if t.get("reward") is not None],  # highest rung first (search.rungs)
+                    key=lambda t: (-int(t.get("rung") or 0), -t["reward"], t["index"]))
     wall = [t["wall_s"] for t in trials if t.get("status") != "rejected" and t.get("wall_s")]
     ref = run.get("reference", {})
     rw = run.get("reward", {})
@@ -118,6 +133,7 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
          f"(params / {_fmt(rw.get('params_target'), ',.0f')})^{rw.get('params_weight')}"),
         (f"- candidates: {len(trials)} ({', '.join(f'{k} {v}' for k, v in counts.items())}); "
          f"mean {_fmt(sum(wall) / len(wall) if wall else None, '.1f')} s per trained candidate"),
+        *_rung_lines(trials, run),
         "",
         f"## Top {min(top, len(ranked))} by reward", "",
         *_table(ranked[:top]),

@@ -65,16 +65,24 @@ def finish(ctx: RunContext, trials: list[dict[str, Any]], elapsed_s: float | Non
     times = time_breakdown(trials, elapsed_s, run_s)
     write_reports(ctx.out, trials, ctx.run_json(), times)
     counts = {s: sum(1 for t in trials if t.get("status") == s) for s in STATUSES}
-    wall = [t["wall_s"] for t in trials if t.get("status") in TRAINED and t.get("wall_s") is not None]
-    return {
+    wall = [t["wall_s"] for t in trials if t.get("status") in TRAINED and t.get("wall_s") is not None
+            and not t.get("rung")]
+    trained = trained_count(trials)
+    summary = {
         "out": str(ctx.out),
         "trials": len(trials),
-        "trained": trained_count(trials),
+        "trained": trained,
         "counts": counts,
         "best": best,
-        "seconds_per_candidate": (sum(wall) / len(wall)) if wall else None,
+        "seconds_per_candidate": (sum(wall) / len(wall)) if wall else None,  # its own trial's wall time (rung 0)
+        "candidates_per_hour": round(3600 * trained / elapsed_s, 1) if elapsed_s else None,  # everything counted
         "time": times,
         "files": sorted(p.name for p in ctx.out.iterdir() if not p.name.startswith(".")),
         "latency_target_ms": ctx.reward_spec.latency_target_ms,
         "input_size": list(ctx.input_size),
     }
+    if ctx.rungs:
+        from segfactory.search.rungs import rung_counts
+
+        summary["rungs"] = rung_counts(trials, ctx.rungs)
+    return summary

@@ -85,13 +85,16 @@ def _clean(obj: Any) -> Any:
 
 
 def trained_count(trials: list[dict[str, Any]]) -> int:
-    return sum(1 for t in trials if t.get("status") in TRAINED)
+    """Candidates trained (what --budget counts): a promotion to a higher rung is not a new candidate."""
+    return sum(1 for t in trials if t.get("status") in TRAINED and not t.get("rung"))
 
 
 def best_trial(trials: list[dict[str, Any]], limits: Limits | None = None) -> dict[str, Any] | None:
-    """The status-ok trial with the highest reward within ``limits`` (ties: the earliest)."""
+    """The status-ok trial with the highest reward within ``limits`` (ties: the earliest), among those of the
+    highest rung any such trial reached (rewards of different rungs are not comparable; see search.rungs)."""
     ok = [t for t in trials if t.get("status") == "ok" and t.get("reward") is not None
           and (limits is None or limits.admits(t))]
     if not ok:
         return None
-    return max(ok, key=lambda t: (t["reward"], -t["index"]))
+    top = max(int(t.get("rung") or 0) for t in ok)
+    return max((t for t in ok if int(t.get("rung") or 0) == top), key=lambda t: (t["reward"], -t["index"]))

@@ -53,8 +53,8 @@ APPLIES = [(f.name, o) for f, o in declared() if o.applies is not None]
 @pytest.mark.parametrize("name, opt", APPLIES, ids=[n for n, _ in APPLIES])
 def test_flag_without_effect_is_warned(name, opt):
     """For each mode-bound flag: some options put it out of its mode (a warning), others in it (none)."""
-    modes = [SearchOptions(strategy=s, max_latency_ratio=r) for s in ("ppo", "random", "evolution", "list")
-             for r in (None, 0.5)]
+    modes = [SearchOptions(strategy=s, max_latency_ratio=r, rungs=g) for s in ("ppo", "random", "evolution", "list")
+             for r in (None, 0.5) for g in ("auto", "off")]
     warned = [o for o in modes if without_effect(o, {name})]
     quiet = [o for o in modes if not without_effect(o, {name})]
     assert warned and quiet
