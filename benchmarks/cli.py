@@ -100,7 +100,9 @@ NOT_FOR_CHECK = ("target", "input_size", "threads", "out", "fit_models", "select
 @option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="ONNX Runtime intra-op threads the table is measured (and valid) for.")
 @option("--out", type=click.Path(dir_okay=False), default=None,
-              help="lut.json to write; an existing compatible one is resumed (required unless --check).")
+              help="lut.json to write; an existing compatible one is resumed [default for this host's cpu "
+                   "target: this host's table in $SEGFACTORY_CACHE/lut (~/.cache/segfactory/lut), which a search "
+                   "with --max-latency-ratio uses to screen candidates before timing them].")
 @option("--check", "check", type=click.Path(dir_okay=False), default=None,
               help="Instead of profiling: measure the --eval-seeds genotypes whole, predict them from this lut.json "
                    "and print the share within +-10%, MAPE and Kendall tau (its own settings and configuration).")
@@ -149,7 +151,13 @@ def profile(target, input_size, threads, out, check, eval_seeds, num_classes, ag
         click.echo(json.dumps(result) if as_json else render_check(result))
         return
     if out is None:
-        raise click.UsageError("--out is required (or --check LUT to check a table)")
+        from segfactory.benchmarks.targets import TARGETS
+
+        if not TARGETS[target].profiled_here or device_url is not None:
+            raise click.UsageError("--out is required for a table measured elsewhere (or --check LUT to check one)")
+        from segfactory.benchmarks.lut.cache import host_table_path
+
+        out = str(host_table_path(input_size, threads, config))  # where a search on this host finds it
     summary = run_profile(target, config, input_size, out, threads=threads, fit_models=fit_models,
                           select_models=select_models, seed=seed, minutes=minutes, runs=runs, min_seconds=min_seconds,
                           progress=not quiet and not as_json, log=log, device_url=device_url,

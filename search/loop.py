@@ -26,6 +26,7 @@ from segfactory.search.options import SearchOptions
 from segfactory.search.results import finish, write_best
 from segfactory.search.reward import compute_reward
 from segfactory.search.rungs import calibrated_score, next_promotion, rung_of
+from segfactory.search.screen import LatencyScreen
 from segfactory.search.state import load_state as _load_state
 from segfactory.search.state import save_state as _save_state
 from segfactory.search.strategies import Proposal, StrategyExhausted, make_strategy
@@ -60,7 +61,7 @@ class Search:
         self.executor_factory = executor_factory or (lambda search: LocalExecutor(search.train_job))
         self.consecutive_rejections = 0
         self.consecutive_repeats = 0
-        self.screen_points: list[tuple[int, float]] = []  # (MACs, measured latency ratio) of timed candidates
+        self.screen = LatencyScreen(ctx)
         self.started = time.monotonic()
         self.spent_s = 0.0  # wall time of earlier parts of this search (state.pt)
         self.run_s: dict[str, float] = {}  # seconds of work outside any trial, by part (state.pt)
@@ -116,7 +117,7 @@ class Search:
         if t.get("latency_ms") is not None:
             self.latencies.setdefault(t["key"], {k: t[k] for k in self.LATENCY_FIELDS if t.get(k) is not None})
         if t.get("latency_ratio") is not None and t.get("macs") and t.get("repeat_of") is None and rung_of(t) == 0:
-            self.screen_points.append((t["macs"], t["latency_ratio"]))
+            self.screen.points.append((t["macs"], t["latency_ratio"]))
         if t.get("status") in TRAINED and t.get("wall_s"):
             self.trained_times.append(float(t["wall_s"]))
 
@@ -185,7 +186,8 @@ class Search:
             job.pre.update({k: source[k] for k in ("params", "macs", *self.LATENCY_FIELDS) if k in source})
         return job
 
-    LATENCY_FIELDS = ("latency_ms", "latency_source", "latency_ratio", "latency_raw_ms", "latency_reference_ms")
+    LATENCY_FIELDS = ("latency_ms", "latency_source", "latency_ratio", "latency_raw_ms", "latency_reference_ms",
+                      "latency_predicted_ratio")
 
     def _trial(self, index: int) -> dict[str, Any]:
         return next(t for t in self.store.trials if t["index"] == index)
@@ -211,8 +213,15 @@ class Search:
             if proxy_macs > ctx.settings.max_proxy_macs:
                 reasons.append(f"proxy MACs {proxy_macs:,} at {ctx.settings.crop[0]}x{ctx.settings.crop[1]} > the "
                                f"preset's limit {ctx.settings.max_proxy_macs:,}")
-        if not reasons:
-            reasons += self._screen(cost.macs)
+        predicted = None
+        if not reasons and key not in self.latencies:
+            verdict, detail = self.screen.judge(g, cost.macs)
+            if verdict == "reject":
+                reasons.append(detail)
+            elif verdict == "accept":  # clearly under the limit by this host's table: not timed
+                self.latencies[key] = detail
+            else:
+                predicted = detail
         job.pre["check_s"] = round(time.monotonic() - checked, 3)
         if reasons:
             return self._record(job, status="rejected", reason="; ".join(reasons))
@@ -231,6 +240,8 @@ class Search:
                 first = (str(e).strip().splitlines() or [""])[0][:300]
                 return self._record(job, status="failed", reason=f"latency: {type(e).__name__}: {first}")
             self.latencies[key] = self._latency_fields(lat)
+            if predicted is not None:  # what the table said of it: how good the screen is
+                self.latencies[key]["latency_predicted_ratio"] = predicted
             job.pre["latency_s"] = round(time.monotonic() - t, 3)
         job.pre.update(self.latencies[key])
         reasons = limits.violations(job.pre, keys=LATENCY)
@@ -250,29 +261,6 @@ class Search:
         if d.get("device_info"):
             fields["latency_device"] = d["device_info"]  # the device agent's description
         return fields
-
-    def _screen(self, macs: int) -> list[str]:
-        """Reject, untimed, a candidate whose latency ratio predicted from its multiply-adds is over
-        ``--max-latency-ratio`` by the ``--latency-screen`` factor: a least-squares line through the candidates
-        timed so far (arch0 at 1.0 among them); before three are timed, the ratio of multiply-adds to arch0's,
-        which underestimates the latency of light decoders and so rejects only clear cases."""
-        o = self.ctx.options
-        if o.max_latency_ratio is None or o.latency_screen is None:
-            return []
-        points = [(self.ctx.reference["macs"], 1.0), *self.screen_points]
-        if len(points) >= 3:
-            import numpy as np
-
-            x, y = np.array(points, dtype=float).T
-            slope, intercept = np.polyfit(x, y, 1)
-            predicted, how = intercept + slope * macs, f"a line fitted to {len(points)} timed models"
-        else:
-            predicted, how = macs / self.ctx.reference["macs"], "its multiply-adds over arch0's"
-        bound = o.max_latency_ratio * o.latency_screen
-        if predicted <= bound:
-            return []
-        return [(f"latency predicted at {predicted:.2f} x arch0 from {how}, over --max-latency-ratio "
-                f"{o.max_latency_ratio:g} x --latency-screen {o.latency_screen:g}: not timed")]
 
     def _proxy_memory_reasons(self, genotype: Genotype) -> list[str]:
         """A candidate whose proxy training would exceed the memory bound is rejected, not run out of memory."""
@@ -319,7 +307,7 @@ class Search:
             "params": job.pre.get("params"), "macs": job.pre.get("macs"),
             "reward": None, "status": status, "reason": reason, "wall_s": None,
         }
-        for k in ("latency_ratio", "latency_raw_ms", "latency_reference_ms"):
+        for k in self.LATENCY_FIELDS[2:]:
             if job.pre.get(k) is not None:
                 rec[k] = job.pre[k]
         if reused is not None:
@@ -383,6 +371,8 @@ class Search:
         o = self.ctx.options
         self.restore()
         executor = self.executor_factory(self)
+        if o.max_latency_ratio is not None:
+            _emit(self.on_event, "status", message=f"latency screen: {self.screen.describe()}")
         _emit(self.on_event, "start", trained=trained_count(self.store.trials), budget=o.budget)
         stopped = converged = None
         try:
@@ -415,6 +405,7 @@ class Search:
         finally:
             executor.close()
         summary = finish(self.ctx, self.store.trials, elapsed_s=self.elapsed_s(), run_s=self.run_s)
+        summary["latency_screen"] = self.screen.describe()
         if stopped:
             raise RunError(stopped)
         if converged:

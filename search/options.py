@@ -275,10 +275,14 @@ class SearchOptions:
     max_rejections: int = opt(500, flag="--max-rejections", type=click.IntRange(min=1), group=REWARD,
                               help="Consecutive rejections that stop the search (a rejection costs well under a "
                                    "second; under a tight limit only about 1 proposal in 50 is feasible).")
-    latency_screen: float | None = opt(1.3, flag="--latency-screen", type=POSITIVE, group=REWARD, applies=WITH_RATIO,
-                                       help="With --max-latency-ratio: a candidate whose latency predicted from its "
-                                            "multiply-adds (a line fitted to the candidates measured so far) exceeds "
-                                            "the limit by this factor is rejected without being timed.")
+    latency_screen: float | None = opt(1.3, flag="--latency-screen", type=Float(min=1), group=REWARD,
+                                       applies=WITH_RATIO,
+                                       help="With --max-latency-ratio: a candidate whose latency ratio predicted from "
+                                            "its multiply-adds (a line fitted to the candidates measured so far) "
+                                            "exceeds the limit by this factor is rejected untimed; the rest are "
+                                            "timed, or, with this host's lookup table (`segfactory profile`), "
+                                            "timed only within x1.1 of the limit and else rejected or accepted "
+                                            "from the table.")
     failure_reward: float | None = opt(0.0, flag="--failure-reward", type=FLOAT, group=REWARD,
                                        help="Reward the strategy is told for a failed (error, NaN, out of memory, "
                                             "time limit) or rejected candidate, so it learns to avoid them.")

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """This host's lookup tables (benchmarks.lut.cache) live in a cache a test must not read nor fill: its own."""
+    os.environ["SEGFACTORY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
 
 
 @pytest.fixture(autouse=True)

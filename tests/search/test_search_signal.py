@@ -106,3 +106,46 @@ def test_latency_screen_rejects_clear_cases_untimed(tmp_path):
     trials = _trials(tmp_path / "s")
     assert [t["status"] for t in trials] == ["rejected"] * 3
     assert all("not timed" in t["reason"] and t["latency_ms"] is None for t in trials)
+
+
+def test_this_hosts_table_times_only_candidates_near_the_limit(tmp_path, monkeypatch):
+    """With a table's prediction: clearly under the limit is accepted untimed (source lut), clearly over is
+    rejected untimed, near it is timed beside arch0 and records what the table predicted."""
+    from segfactory.search.screen import LatencyScreen
+
+    said = iter([0.5, 1.0, 2.0] * 20)  # x arch0, against a limit of 1.0: accept, time, reject, ...
+    monkeypatch.setattr(LatencyScreen, "predicted_ratio", lambda self, g: next(said))
+    summary = run_search(SearchOptions(out=str(tmp_path / "s"), strategy="random", budget=3, target="cpu",
+                                       max_latency_ratio=1.0, latency_screen=100.0, max_rejections=10, **TINY))
+    trials = _trials(tmp_path / "s")
+    ref_ms = json.loads((tmp_path / "s" / "run.json").read_text())["reference"]["latency_ms"]
+    accepted = [t for t in trials if t["latency_source"] == "lut"]
+    timed = [t for t in trials if t.get("latency_predicted_ratio") is not None]
+    rejected = [t for t in trials if "lookup table" in (t.get("reason") or "")]
+    assert accepted and timed and rejected
+    assert all(t["latency_ratio"] == 0.5 and t["latency_ms"] == pytest.approx(0.5 * ref_ms)
+               and "latency_s" not in t for t in accepted)
+    assert all(t["latency_source"] == "measured" and t["latency_s"] > 0 and t["latency_predicted_ratio"] == 1.0
+               for t in timed)
+    assert all(t["status"] == "rejected" and t["latency_ms"] is None for t in rejected)
+    assert "rejected untimed" in summary["latency_screen"]
+
+
+def test_host_table_is_found_only_for_this_host_and_when_complete(monkeypatch):
+    from segfactory.benchmarks.lut.cache import find_host_table, host_table_path
+    from segfactory.benchmarks.lut.table import Lut
+    from segfactory.benchmarks.runners import cpu_description
+    from segfactory.factory.config import ModelConfig
+
+    config, size = ModelConfig.create(11), (64, 64)
+    lut, why = find_host_table(config, size, 1)
+    assert lut is None and "segfactory profile --target cpu" in why
+    table = Lut.new(config, size, threads=1, path=host_table_path(size, 1, config))
+    table.data["device"] = "Another CPU (2 logical cores)"
+    table.save()
+    assert "measured on Another CPU" in find_host_table(config, size, 1)[1]
+    table.data["device"] = cpu_description()
+    table.save()
+    assert "incomplete" in find_host_table(config, size, 1)[1]
+    assert "no table of this host" in find_host_table(ModelConfig.create(11, agg_size=48), size, 1)[1]
+    assert "no table of this host" in find_host_table(config, size, 2)[1]  # another thread count

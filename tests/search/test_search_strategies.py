@@ -193,7 +193,7 @@ def test_heldout_frames_and_cache_come_from_every_recording():
 
     class Frames:  # three recordings of different lengths, in name order A, B, C
         spec, num_classes, ignore_index, class_names = "camvid:synthetic", 3, 255, ("a", "b", "c")
-        names = [f"{v}_{i:04d}" for v, n in (("A", 12), ("B", 20), ("C", 40)) for i in range(n)]
+        names = tuple(f"{v}_{i:04d}" for v, n in (("A", 12), ("B", 20), ("C", 40)) for i in range(n))
 
         def __len__(self):
             return len(self.names)

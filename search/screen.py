@@ -1,0 +1,98 @@
+"""Under ``--max-latency-ratio``, time only the candidates whose feasibility is in doubt.
+
+A measured target (the cpu target without ``--lut``) times a candidate beside arch0 for several seconds; most
+proposals under a tight limit are clearly over it, and many feasible ones clearly under. Before timing, the
+cheapest sufficient prediction of the candidate's latency ratio decides, in turn:
+
+- **a line** from multiply-adds to the ratio, fitted to the candidates whose ratio is known so far (arch0 at 1.0
+  among them; before three are known, the ratio of multiply-adds to arch0's, which underestimates light decoders,
+  so it rejects only clear cases): over ``limit x --latency-screen`` (1.3 by default) is rejected untimed;
+- **this host's lookup table** (``segfactory profile --target cpu``, found by :mod:`segfactory.benchmarks.lut.cache`
+  for the search's configuration), when there is one: the ratio of the candidate's predicted latency to arch0's,
+  both from the table (about a second). Over ``limit x`` :data:`TABLE_BAND`: rejected untimed; under
+  ``limit /`` :data:`TABLE_BAND`: accepted with that ratio (latency source ``lut``, in ms the ratio times arch0's
+  latency measured at the start); between: timed. Tables profiled on this project's hosts predicted 90% of
+  unseen genotypes within +-10% (``results/latency_predictor.json``), hence the band;
+- everything else is timed beside arch0.
+
+A timed candidate records the table's prediction too (``latency_predicted_ratio``), so each search shows how good
+the screen was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TABLE_BAND = 1.1  # with this host's table: measured only within limit / 1.1 .. limit x 1.1
+
+
+class LatencyScreen:
+    """The screen of one search (see the module docstring); ``points``: (MACs, ratio) of the candidates measured
+    or accepted from the table."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.points: list[tuple[int, float]] = []
+        self.table, self.why_not = None, "the target's latency is not measured here"
+        self._arch0_ms: float | None = None
+        o = ctx.options
+        if o.max_latency_ratio is not None and getattr(ctx.target, "profiled_here", False) \
+                and getattr(ctx.target, "lut", None) is None:
+            from segfactory.benchmarks.lut.cache import find_host_table
+
+            self.table, self.why_not = find_host_table(ctx.deploy_config, ctx.input_size, ctx.target.threads)
+
+    def describe(self) -> str:
+        o = self.ctx.options
+        if o.max_latency_ratio is None:
+            return "every candidate within the cost limits is timed"
+        line = ("" if o.latency_screen is None else
+                f"candidates over x{o.latency_screen:g} the limit on a multiply-add line are rejected untimed; ")
+        if self.table is not None:
+            return line + (f"this host's lookup table {self.table.path} judges the rest; only those within "
+                           f"x{TABLE_BAND:g} of the limit are timed")
+        return line + f"the rest are timed ({self.why_not})"
+
+    def predicted_ratio(self, genotype: Any) -> float | None:
+        """The table's latency ratio to arch0 for ``genotype``; None without a table."""
+        if self.table is None:
+            return None
+        from segfactory.benchmarks.lut.table import predict_latency
+        from segfactory.factory.zoo import ZOO
+        from segfactory.search.context import reference_config
+
+        if self._arch0_ms is None:
+            self._arch0_ms = predict_latency(ZOO["arch0"], reference_config(self.ctx.deploy_config), self.table)
+        return predict_latency(genotype, self.ctx.deploy_config, self.table) / self._arch0_ms
+
+    def judge(self, genotype: Any, macs: int) -> tuple[str, Any]:
+        """("reject", reason), ("accept", the trial's latency fields) or ("time", the table's ratio or None)."""
+        o = self.ctx.options
+        limit = o.max_latency_ratio
+        if limit is None:
+            return "time", None
+        if o.latency_screen is not None:
+            predicted, how = self._line(macs)
+            if predicted > limit * o.latency_screen:
+                return "reject", (f"latency predicted at {predicted:.2f} x arch0 from {how}, over "
+                                  f"--max-latency-ratio {limit:g} x --latency-screen {o.latency_screen:g}: not timed")
+        ratio = self.predicted_ratio(genotype)
+        if ratio is None:
+            return "time", None
+        if ratio > limit * TABLE_BAND:
+            return "reject", (f"latency predicted at {ratio:.3f} x arch0 by this host's lookup table, over "
+                              f"--max-latency-ratio {limit:g} x {TABLE_BAND:g}: not timed")
+        if ratio < limit / TABLE_BAND:  # (its trial adds the point to the line)
+            return "accept", {"latency_ms": ratio * self.ctx.reference["latency_ms"], "latency_source": "lut",
+                              "latency_ratio": ratio}
+        return "time", ratio
+
+    def _line(self, macs: int) -> tuple[float, str]:
+        points = [(self.ctx.reference["macs"], 1.0), *self.points]
+        if len(points) >= 3:
+            import numpy as np
+
+            x, y = np.array(points, dtype=float).T
+            slope, intercept = np.polyfit(x, y, 1)
+            return float(intercept + slope * macs), f"a line fitted to {len(points)} timed models"
+        return macs / self.ctx.reference["macs"], "its multiply-adds over arch0's"
