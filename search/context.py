@@ -174,6 +174,15 @@ def proxy_training_bytes(genotype: Any, proxy_config: Any, settings: Any) -> int
                                settings.stage2_batch, settings.workers)
 
 
+def proxy_memory_reasons(genotype: Any, ctx: RunContext) -> list[str]:
+    """Why ``genotype``'s proxy training would exceed the memory bound (rejected, not run out of memory)."""
+    from segfactory.factory.memory import LIMIT_FRACTION, device_memory_bytes, gib
+
+    need = proxy_training_bytes(genotype, ctx.proxy_config, ctx.settings)
+    limit = int(device_memory_bytes(ctx.device) * LIMIT_FRACTION)
+    return [f"proxy training needs an estimated {gib(need)} > the memory bound {gib(limit)}"] if need > limit else []
+
+
 def check_proxy_memory(settings: Any, proxy_config: Any, device: str) -> None:
     """Refuse proxy settings whose stage-1 cache plus arch0's stage-2 batches exceed the memory bound."""
     from segfactory.factory.memory import check_fits

@@ -17,7 +17,7 @@ from typing import Any
 
 from segfactory.factory.errors import InputError, RunError
 from segfactory.factory.genotype import Genotype
-from segfactory.search.context import Event, RunContext, make_context
+from segfactory.search.context import Event, RunContext, make_context, proxy_memory_reasons
 from segfactory.search.context import emit as _emit
 from segfactory.search.early_stop import EarlyStopper
 from segfactory.search.executors import CandidateJob, Executor, LocalExecutor
@@ -26,7 +26,7 @@ from segfactory.search.options import SearchOptions
 from segfactory.search.results import finish, write_best
 from segfactory.search.reward import compute_reward
 from segfactory.search.rungs import calibrated_score, next_promotion, rung_of
-from segfactory.search.screen import LatencyScreen
+from segfactory.search.screen import LatencyScreen, latency_fields
 from segfactory.search.state import load_state as _load_state
 from segfactory.search.state import save_state as _save_state
 from segfactory.search.strategies import Proposal, StrategyExhausted, make_strategy
@@ -207,7 +207,7 @@ class Search:
         limits = Limits.of(o)
         reasons = limits.violations(job.pre, keys=COST)
         if not reasons:
-            reasons += self._proxy_memory_reasons(g)
+            reasons += proxy_memory_reasons(g, ctx)
         if not reasons and ctx.settings.max_proxy_macs is not None:
             proxy_macs = model_cost(g, ctx.proxy_config, ctx.settings.crop).macs
             if proxy_macs > ctx.settings.max_proxy_macs:
@@ -239,37 +239,13 @@ class Search:
             except Exception as e:  # noqa: BLE001 - this candidate cannot be exported or timed
                 first = (str(e).strip().splitlines() or [""])[0][:300]
                 return self._record(job, status="failed", reason=f"latency: {type(e).__name__}: {first}")
-            self.latencies[key] = self._latency_fields(lat)
+            self.latencies[key] = latency_fields(lat, ctx.reference.get("latency_ms"))
             if predicted is not None:  # what the table said of it: how good the screen is
                 self.latencies[key]["latency_predicted_ratio"] = predicted
             job.pre["latency_s"] = round(time.monotonic() - t, 3)
         job.pre.update(self.latencies[key])
         reasons = limits.violations(job.pre, keys=LATENCY)
         return self._record(job, status="rejected", reason="; ".join(reasons)) if reasons else None
-
-    def _latency_fields(self, lat) -> dict[str, Any]:
-        """What a trial records of a latency: ms and source, the ratio to arch0 and, when measured beside arch0,
-        the candidate's raw median and arch0's median in the same rounds."""
-        d = lat.detail
-        ref_ms = self.ctx.reference.get("latency_ms")
-        fields: dict[str, Any] = {"latency_ms": lat.ms, "latency_source": lat.source}
-        if d.get("ratio") is not None:  # interleaved with arch0 (cpu target)
-            fields.update(latency_ratio=d["ratio"], latency_raw_ms=d["raw_median_ms"],
-                          latency_reference_ms=d["reference_median_ms"])
-        elif ref_ms:
-            fields["latency_ratio"] = lat.ms / ref_ms
-        if d.get("device_info"):
-            fields["latency_device"] = d["device_info"]  # the device agent's description
-        return fields
-
-    def _proxy_memory_reasons(self, genotype: Genotype) -> list[str]:
-        """A candidate whose proxy training would exceed the memory bound is rejected, not run out of memory."""
-        from segfactory.factory.memory import LIMIT_FRACTION, device_memory_bytes, gib
-        from segfactory.search.context import proxy_training_bytes
-
-        need = proxy_training_bytes(genotype, self.ctx.proxy_config, self.ctx.settings)
-        limit = int(device_memory_bytes(self.ctx.device) * LIMIT_FRACTION)
-        return [f"proxy training needs an estimated {gib(need)} > the memory bound {gib(limit)}"] if need > limit else []
 
     def train_job(self, job: CandidateJob):
         """Proxy-train ``job`` here (what :class:`LocalExecutor` calls)."""

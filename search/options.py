@@ -25,6 +25,7 @@ from segfactory.factory.commands.types import FLOAT, NON_NEGATIVE, POSITIVE, Flo
 from segfactory.factory.config import LIMITS, RELEASED, SEARCH_PROXY
 from segfactory.factory.errors import InputError
 from segfactory.search.reward import LATENCY_FORMS
+from segfactory.search.rungs import PROMOTE_DEFAULT
 
 
 def _strategy_names() -> list[str]:  # imported when the flag is parsed or its help shown
@@ -220,10 +221,10 @@ class SearchOptions:
                         help=_strategy_help)
     preset: str = opt("auto", flag="--preset", type=Names(_preset_names), group=PROXY, help=_preset_help)
     rungs: str = opt("auto", flag="--rungs", group=PROXY, help=_rungs_help)
-    promote: float = opt(0.25, flag="--promote", type=Float(min=0, max=1, min_open=True, max_open=True),
+    promote: float = opt(PROMOTE_DEFAULT, flag="--promote", type=Float(min=0, max=1, min_open=True, max_open=True),
                          group=PROXY, applies=WITH_RUNGS,
                          help="With rungs: the top fraction of a rung's candidates trained again at the next "
-                              "(ASHA's 1/eta).")
+                              "(ASHA's 1/eta; 1/8 spends about equal time on cpu-small and cpu-full).")
     seed: int = opt(0, flag="--seed", type=int)
     device: str = opt("auto", flag="--device", type=click.Choice(DEVICE_CHOICES),
                       help="Where proxies train (CUDA: mixed precision).")
@@ -281,7 +282,7 @@ class SearchOptions:
                                             "its multiply-adds (a line fitted to the candidates measured so far) "
                                             "exceeds the limit by this factor is rejected untimed; the rest are "
                                             "timed, or, with this host's lookup table (`segfactory profile`), "
-                                            "timed only within x1.1 of the limit and else rejected or accepted "
+                                            "timed only within x1.05 of the limit and else rejected or accepted "
                                             "from the table.")
     failure_reward: float | None = opt(0.0, flag="--failure-reward", type=FLOAT, group=REWARD,
                                        help="Reward the strategy is told for a failed (error, NaN, out of memory, "

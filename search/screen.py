@@ -11,8 +11,10 @@ cheapest sufficient prediction of the candidate's latency ratio decides, in turn
   for the search's configuration), when there is one: the ratio of the candidate's predicted latency to arch0's,
   both from the table (about a second). Over ``limit x`` :data:`TABLE_BAND`: rejected untimed; under
   ``limit /`` :data:`TABLE_BAND`: accepted with that ratio (latency source ``lut``, in ms the ratio times arch0's
-  latency measured at the start); between: timed. Tables profiled on this project's hosts predicted 90% of
-  unseen genotypes within +-10% (``results/latency_predictor.json``), hence the band;
+  latency measured at the start); between: timed. The tables profiled on this project's hosts predict unseen
+  genotypes with a mean absolute error of 3.7-4.9% (``results/latency_predictor.json``,
+  ``results/latency_predictor/evaluation_amd.json``): within about one such error of the limit a prediction cannot
+  tell the side, hence the band;
 - everything else is timed beside arch0.
 
 A timed candidate records the table's prediction too (``latency_predicted_ratio``), so each search shows how good
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TABLE_BAND = 1.1  # with this host's table: measured only within limit / 1.1 .. limit x 1.1
+TABLE_BAND = 1.05  # with this host's table: measured only within limit / 1.05 .. limit x 1.05
 
 
 class LatencyScreen:
@@ -96,3 +98,18 @@ class LatencyScreen:
             slope, intercept = np.polyfit(x, y, 1)
             return float(intercept + slope * macs), f"a line fitted to {len(points)} timed models"
         return macs / self.ctx.reference["macs"], "its multiply-adds over arch0's"
+
+
+def latency_fields(lat: Any, reference_ms: float | None) -> dict[str, Any]:
+    """What a trial records of a latency: ms and source, the ratio to arch0 (``reference_ms``) and, when measured
+    beside arch0, the candidate's raw median and arch0's median in the same rounds."""
+    d = lat.detail
+    fields: dict[str, Any] = {"latency_ms": lat.ms, "latency_source": lat.source}
+    if d.get("ratio") is not None:  # interleaved with arch0 (cpu target)
+        fields.update(latency_ratio=d["ratio"], latency_raw_ms=d["raw_median_ms"],
+                      latency_reference_ms=d["reference_median_ms"])
+    elif reference_ms:
+        fields["latency_ratio"] = lat.ms / reference_ms
+    if d.get("device_info"):
+        fields["latency_device"] = d["device_info"]  # the device agent's description
+    return fields

@@ -50,7 +50,7 @@ LIGHT_FILE = RESULTS / "fidelity_fresh_light.json"
 # more than PRESCREEN_MACS x arch0's multiply-adds is not timed (on 50 timed seeds the latency ratio was never
 # below the MAC ratio minus 0.05 in this range), so every chosen seed is still one measured under LIGHT_RATIO.
 PRESCREEN_MACS = 0.62
-SETS = ("eval", "tune", "fresh")
+SETS = ("eval", "tune", "fresh", "compare")
 RECIPE = {"optimizer": "adamw", "encoder_lr": 2e-3, "decoder_lr": 2e-3, "weight_decay": 1e-4, "schedule": "poly",
           "poly_power": 0.9, "batch_size": 8, "scale": (0.5, 1.0), "crop": (240, 320), "grad_clip": 3.0,
           "epochs": 8, "seed": 0, "val_every": 0}  # the released model configuration (factory.config.RELEASED)
@@ -71,9 +71,16 @@ def light_seeds() -> list[int]:
 
 
 def genotypes(which: str = "eval") -> list[tuple[str, Any]]:
-    """(name, Genotype) of a set in a fixed order, the anchors last (trained last: they have a CUDA truth)."""
+    """(name, Genotype) of a set in a fixed order, the anchors last (trained last: they have a CUDA truth).
+    ``compare``: each strategy's top 3 in search_compare.py's report (results/search_compare.json)."""
+    from segfactory.factory.genotype import Genotype
     from segfactory.factory.zoo import ZOO
 
+    if which == "compare":
+        tops = json.loads((RESULTS / "search_compare.json").read_text())["top_per_strategy"]
+        named = [(f"{label}-{t['key']}", Genotype.from_dict(t["genotype"])) for label, items in sorted(tops.items())
+                 for t in items]
+        return named + [("arch0", ZOO["arch0"])]
     seeds = {"eval": list(EVAL_SEEDS), "tune": list(TUNE_SEEDS),
              "fresh": [*FRESH_RANDOM_SEEDS, *(light_seeds() if which == "fresh" else [])]}[which]
     return [(f"seed{s}", _sampled(s)) for s in seeds] + [("arch0", ZOO["arch0"]), ("arch1", ZOO["arch1"])]

@@ -73,13 +73,21 @@ def _settings(state: BuildState) -> list[str]:
 
     o, st = state.options, state.stages
     lines = [f"data: `{o.search.data}`; target: `{o.search.target}`; {o.budget_text} ({st['search'].get('trained', '?')} "
-             f"candidates trained, preset `{o.search.preset}`); training: "
+             f"candidates trained, {_proxy(o, st['search'])}); training: "
              + (f"{o.train_minutes:g} min" if o.train_minutes else f"{o.epochs} epochs")
              + f" per model and recipe, recipes {', '.join(o.recipes)}; limit: {st['pick'] and _limit(state)}",
              (f"versions: segfactory {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
              f"Python {platform.python_version()}, {platform.machine()}")]
     note = reuse_note(state)
     return lines[:1] + [note] + lines[1:] if note else lines
+
+
+def _proxy(o, search: dict) -> str:
+    """How the search's candidates were scored: the preset, or candidates per rung."""
+    rungs = search.get("rungs")
+    if rungs:
+        return "rungs " + ", ".join(f"{name} {count}" for name, count in rungs.items())
+    return f"preset `{o.search.preset}`"
 
 
 def _limit(state: BuildState) -> str:

@@ -36,7 +36,8 @@ def stage_search(state: BuildState, progress: Progress) -> dict[str, Any]:
     resume = (d / "run.json").is_file()
     summary = run_search(options, resume=resume, on_event=progress, given=set() if resume else None)
     return {"dir": str(d), "from_search": False, "trained": summary["trained"], "counts": summary["counts"],
-            "seconds_per_candidate": summary["seconds_per_candidate"], "stopped": summary.get("stopped")}
+            "seconds_per_candidate": summary["seconds_per_candidate"], "stopped": summary.get("stopped"),
+            "rungs": summary.get("rungs")}
 
 
 def stage_pick(state: BuildState, progress: Progress) -> dict[str, Any]:
