@@ -116,8 +116,8 @@ class Search:
             self.by_key[t["key"]] = t
         if t.get("latency_ms") is not None:
             self.latencies.setdefault(t["key"], {k: t[k] for k in self.LATENCY_FIELDS if t.get(k) is not None})
-        if t.get("latency_ratio") is not None and t.get("macs") and t.get("repeat_of") is None and rung_of(t) == 0:
-            self.screen.points.append((t["macs"], t["latency_ratio"]))
+        if t.get("repeat_of") is None and rung_of(t) == 0:
+            self.screen.observe(t)
         if t.get("status") in TRAINED and t.get("wall_s"):
             self.trained_times.append(float(t["wall_s"]))
 
@@ -187,7 +187,7 @@ class Search:
         return job
 
     LATENCY_FIELDS = ("latency_ms", "latency_source", "latency_ratio", "latency_raw_ms", "latency_reference_ms",
-                      "latency_predicted_ratio")
+                      "latency_predicted_ratio", "latency_calibration")
 
     def _trial(self, index: int) -> dict[str, Any]:
         return next(t for t in self.store.trials if t["index"] == index)
@@ -337,10 +337,13 @@ class Search:
         return m is not None and self.elapsed_s() > 60 * m
 
     def eta(self) -> float | None:
-        left = self.ctx.options.budget - trained_count(self.store.trials)
+        """Seconds left: to the budget at the mean time per trained candidate, or to --minutes if sooner."""
+        o = self.ctx.options
+        left = o.budget - trained_count(self.store.trials)
         if not self.trained_times:
             return None
-        return max(0, left) * sum(self.trained_times) / len(self.trained_times)
+        eta = max(0, left) * sum(self.trained_times) / len(self.trained_times)
+        return eta if o.max_minutes is None else min(eta, max(0.0, 60 * o.max_minutes - self.elapsed_s()))
 
     # -- run ------------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

@@ -180,7 +180,7 @@ class PPOStrategy:
         actions = proposal.info.get("actions") or proposal.genotype.to_actions()
         log_prob = proposal.info.get("log_prob")
         if log_prob is None:  # a proposal from elsewhere: score it under the current policy
-            log_prob = float(self.controller.evaluate([actions])[0][0])
+            log_prob = float(self.controller.evaluate([actions])[0][0].detach())
         self.pg.update(actions, log_prob, reward)
 
     def state_dict(self) -> dict[str, Any]:
