@@ -332,13 +332,13 @@ class JetsonTarget(LutMixin, Target):
     def _estimate(self, genotype, config, input_size, batch, quiet: bool = False):
         import torch
         from segfactory.benchmarks.roofline import SPECS, WARNING, estimate_model_ms
-        from segfactory.factory.model import SegModel
+        from segfactory.factory.model import build_model
 
         if not self._warned and not quiet:
             warn(f"{self.name}: {WARNING}")
             self._warned = True
-        with torch.device("meta"):
-            model = SegModel(genotype, config)
+        with torch.device("meta"):  # a genotype or a reference model (LR-ASPP): shapes only
+            model = build_model(genotype, config, load_weights=False)
         ms = estimate_model_ms(model, (batch, 3, *input_size), self.name, self.precision)
         spec = SPECS[self.name]
         return LatencyResult(ms, "estimated", {"backend": "roofline", "device": f"{spec.name}, {spec.mode}",

@@ -175,3 +175,15 @@ def test_estimate_warning_quotes_the_out_of_sample_figure_of_the_results_file():
     assert f"x{lo:.2f}-x{hi:.2f}" in roofline.OUT_OF_SAMPLE
     assert f"x{dw_lo:.2f}-x{dw_hi:.2f}" in roofline.OUT_OF_SAMPLE
     assert roofline.OUT_OF_SAMPLE in roofline.WARNING and "out of sample" in roofline.WARNING
+
+
+def test_roofline_estimates_a_reference_model_too():
+    """A build's baselines include LR-ASPP: without a table or a device, its latency is estimated like a genotype's
+    (it used to fail: the estimate built every model as a genotype)."""
+    from segfactory.benchmarks.targets import get_target
+    from segfactory.factory.config import ModelConfig
+    from segfactory.factory.reference import Reference
+
+    lat = get_target("jetson-orin-nano").latency(Reference("lraspp_mobilenet_v3_large"),
+                                                 ModelConfig.create(11, encoder_weights="none"), (64, 64))
+    assert lat.source == "estimated" and lat.ms > 0
