@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.factory.errors import InputError
-from segfactory.search.options import SearchOptions, resume_options
+from segfactory.search.options import SearchOptions
+from segfactory.search.resume_rules import resume_options
 from segfactory.search.reward import RewardSpec
 from segfactory.search.strategies import make_strategy
 

@@ -4,16 +4,15 @@ Every field's metadata holds an :class:`Opt`: the command-line flag, its help, c
 and what a resumed search may do with it. ``search/cli.py`` builds the click options from these declarations,
 so a new field is a new flag, with the same default in the library and on the command line.
 
-A resumed search keeps the settings it was started with, so its rewards stay comparable: :func:`resume_options`
-refuses a change of a ``FIXED`` field that the user asked for, and takes ``RUNTIME`` fields (how the work is
+A resumed search keeps the settings it was started with, so its rewards stay comparable:
+:func:`segfactory.search.resume_rules.resume_options` refuses a change of a ``FIXED`` field that the user asked for, and takes ``RUNTIME`` fields (how the work is
 done, not what it computes) from the new run.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection
-from dataclasses import Field, asdict, dataclass, field, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +179,7 @@ def _show_genotypes(genotypes: list[dict]) -> str:
     return f"a list of {len(genotypes)} ({', '.join(Genotype.from_dict(g).key() for g in genotypes)})"
 
 
-def _size(value: Any) -> str:
+def size_text(value: Any) -> str:
     return f"{value[0]}x{value[1]}"
 
 
@@ -232,7 +231,7 @@ class SearchOptions:
                               help="Torch threads for proxy training.")
     # the deployed model: the reward's latency, params and MACs are its
     input_size: tuple[int, int] | None = opt(
-        None, flag="--input-size", size=True, show=_size, group=MODELS,
+        None, flag="--input-size", size=True, show=size_text, group=MODELS,
         help="Deployment input size HxW for latency and MACs [default: the dataset's size].")
     agg_size: int = opt(RELEASED.agg_size, flag="--agg-size", type=click.IntRange(*LIMITS["agg_size"]),
                         group=MODELS, help="Deployed model's head width (the reward's latency and params use it).")
@@ -379,82 +378,3 @@ def without_effect(options: SearchOptions, given: Collection[str]) -> list[str]:
     """One line for each flag the user gave that has no effect in the mode ``options`` chose."""
     return [f"{o.flag} has no effect: it applies {o.applies[1]}" for f, o in declared()
             if f.name in given and o.applies is not None and not o.applies[0](options)]
-
-
-def runtime_flags() -> list[str]:
-    """The flags a resumed search may change."""
-    return [o.flag for _, o in declared() if o.resume == RUNTIME]
-
-
-def resume_options(saved: SearchOptions, asked: SearchOptions, given: Collection[str] | None, where: Path,
-                   proxy_settings: dict[str, Any]) -> SearchOptions:
-    """The options of a resumed search: ``saved``, with the runtime knobs (and --out) of ``asked``.
-
-    Args:
-        saved: the options in run.json.
-        asked: this run's options.
-        given: the fields the user set explicitly (None: all of them); only these are compared, so a resumed
-            command that omits a flag is not refused for the flag's default.
-        where: the run directory, for the message.
-        proxy_settings: the run's resolved ProxySettings (run.json), which the ``proxy`` entries are checked against.
-
-    Raises:
-        InputError: ``asked`` changes a setting that changes the results.
-    """
-    known = {f.name for f, _ in declared()}
-    names = known if given is None else set(given)
-    if names - known:
-        raise ValueError(f"not SearchOptions fields: {', '.join(sorted(names - known))}")
-    changes = []
-    for f, o in declared():
-        if o.resume != FIXED or f.name not in names:
-            continue
-        if o.parts:  # a dict of ProxySettings overrides: each entry against the setting the run used
-            changes += _proxy_changes(o, asked.proxy, proxy_settings)
-        elif _plain(getattr(saved, f.name)) != _plain(getattr(asked, f.name)):
-            changes.append((_was(o, getattr(saved, f.name)), _written(o, getattr(asked, f.name)) or f"no {o.flag}"))
-    if changes:
-        asked_for = "; ".join(f"{old}, this run asks for {new}" for old, new in changes)
-        raise InputError(f"--resume: {where} was searched {asked_for}; repeat the original settings "
-                         f"(only {', '.join(runtime_flags())} may change)")
-    return replace(saved, **{f.name: getattr(asked, f.name) for f, o in declared() if o.resume != FIXED})
-
-
-def _proxy_changes(o: Opt, asked: dict[str, Any], settings: dict[str, Any]) -> list[tuple[str, str]]:
-    parts = {p.key: p for p in o.parts}
-    changes = []
-    for key, value in asked.items():
-        if _plain(settings.get(key)) == _plain(value):
-            continue
-        part = parts.get(key)
-        if part is None:
-            flag, write = o.flag, lambda v, k=key: f"{k}={json.dumps(_plain(v))}"
-        else:
-            flag, write = part.flag, (_size if part.size else _text)
-        old = settings.get(key)
-        was = f"without {flag}" if old is None and part is not None else f"with {flag} {write(old)}"
-        changes.append((was, f"{flag} {write(value)}"))
-    return changes
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, as they come back from run.json."""
-    return json.loads(json.dumps(value))
-
-
-def _text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _written(o: Opt, value: Any) -> str | None:
-    """``value`` as the command line writes it; None where the flag is absent."""
-    if o.flag_value is not None:
-        return o.flag if value == o.flag_value else None
-    if value is None or (isinstance(value, (list, dict)) and not value):
-        return None
-    return f"{o.flag} {(o.show or _text)(value)}"
-
-
-def _was(o: Opt, value: Any) -> str:
-    written = _written(o, value)
-    return f"with {written}" if written else f"without {o.flag}"

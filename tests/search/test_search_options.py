@@ -9,7 +9,8 @@ import click
 import pytest
 from segfactory.factory.errors import InputError
 from segfactory.search.cli import options_from_cli, search
-from segfactory.search.options import RUNTIME, SearchOptions, declared, resume_options, runtime_flags
+from segfactory.search.options import RUNTIME, SearchOptions, declared
+from segfactory.search.resume_rules import resume_options, runtime_flags
 
 CLI_ONLY = {"--resume", "--json", "--quiet", "--version", "--help"}
 
