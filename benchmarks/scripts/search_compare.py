@@ -178,12 +178,40 @@ def top_per_strategy(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
     return out
 
 
+def latency_terms(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which latency term should a search with a limit use? On each run's trained candidates (their proxy scores
+    and latency ratios, recomputed rewards): how score goes with latency under the limit (Spearman), and what each
+    term would pick: MnasNet's ``score x (ratio / 1)^w`` (T = arch0, the default) and TuNAS's absolute
+    ``score + w x |ratio / limit - 1|`` (T = the limit), both at the default w = -0.07; for each, the score of its
+    pick and that score's rank among the run's scores (1 = the best-scoring candidate)."""
+    from scipy.stats import spearmanr
+
+    forms = {"mnas": lambda t: t["score"] * t["latency_ratio"] ** -0.07,
+             "absolute": lambda t: t["score"] - 0.07 * abs(t["latency_ratio"] / RATIO - 1)}
+    out = {}
+    for row in rows:
+        trained = [t for t in _trials(row["run"]) if t["status"] == "ok" and t.get("score") is not None
+                   and t.get("latency_ratio") is not None]
+        if len(trained) < 10:
+            continue
+        scores = sorted((t["score"] for t in trained), reverse=True)
+        rho = spearmanr([t["latency_ratio"] for t in trained], [t["score"] for t in trained]).statistic
+        picks = {}
+        for name, reward in forms.items():
+            pick = max(trained, key=reward)
+            picks[name] = {"index": pick["index"], "score": pick["score"], "latency_ratio": pick["latency_ratio"],
+                           "score_rank": scores.index(pick["score"]) + 1}
+        out[row["run"]] = {"n": len(trained), "spearman_latency_score": float(rho), "picks": picks}
+    return out
+
+
 def report(args) -> dict[str, Any]:
     from segfactory.factory.io import atomic_write_json
 
     rows = [analyse_run(r[0]) for r in RUNS if (OUT / r[0] / "trials.jsonl").is_file()]
     result = {"format": FORMAT, "machine": machine(), "data": args.data, "lut": args.lut, "ratio": RATIO,
-              "budget": BUDGET, "preset": "cpu-small", "runs": rows, "top_per_strategy": top_per_strategy(rows)}
+              "budget": BUDGET, "preset": "cpu-small", "runs": rows, "top_per_strategy": top_per_strategy(rows),
+              "latency_terms": latency_terms(rows)}
     atomic_write_json(RESULTS / "search_compare.json", result)
     if rows:
         plot(rows, RESULTS / "search_compare.png")
@@ -196,6 +224,10 @@ def report(args) -> dict[str, Any]:
               f"{f(r['best_reward']):>7} {f(r['mean_top5']):>7} {f(r['first100_mean_reward']):>8} "
               f"{f(r['last100_mean_reward']):>8} {f(r['feasible_share_first100'], '.2f'):>8}/"
               f"{f(r['feasible_share_last100'], '.2f')}")
+    for run_name, lt in result["latency_terms"].items():
+        print(f"{run_name}: score against latency under the limit, Spearman {lt['spearman_latency_score']:+.2f} "
+              f"({lt['n']}); picks: " + ", ".join(f"{k} rank {v['score_rank']} at {v['latency_ratio']:.3f}"
+                                                  for k, v in lt["picks"].items()))
     print(f"wrote {RESULTS / 'search_compare.json'}")
     return result
 
