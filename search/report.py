@@ -102,12 +102,11 @@ def _rung_lines(trials: list[dict[str, Any]], run: dict[str, Any]) -> list[str]:
     rungs = run.get("rungs") or []
     if not rungs:
         return []
-    o = run.get("options", {})
-    per = [sum(1 for t in trials if int(t.get("rung") or 0) == k and t.get("status") in ("ok", "early-stopped",
-                                                                                         "failed"))
-           for k in range(len(rungs))]
-    return [f"- rungs (top {o.get('promote')} promoted): "
-            + ", ".join(f"{r['preset']} {n}" for r, n in zip(rungs, per, strict=True))
+    from segfactory.search.rungs import rung_counts
+
+    counts = rung_counts(trials, [r["preset"] for r in rungs])
+    return [f"- rungs (top {run.get('options', {}).get('promote')} promoted): "
+            + ", ".join(f"{name} {n}" for name, n in counts.items())
             + "; the top table ranks the highest rung first (status `@preset`): rewards of two rungs do not compare"]
 
 

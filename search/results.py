@@ -84,5 +84,5 @@ def finish(ctx: RunContext, trials: list[dict[str, Any]], elapsed_s: float | Non
     if ctx.rungs:
         from segfactory.search.rungs import rung_counts
 
-        summary["rungs"] = rung_counts(trials, ctx.rungs)
+        summary["rungs"] = rung_counts(trials, [r.name for r in ctx.rungs])
     return summary

@@ -122,9 +122,9 @@ def calibrated_score(trials: list[dict[str, Any]], trial: dict[str, Any]) -> flo
     return trial["rung_scores"][rung] - shift
 
 
-def rung_counts(trials: list[dict[str, Any]], rungs: tuple[Rung, ...]) -> dict[str, int]:
-    """Scored or failed trials per rung, by preset name."""
+def rung_counts(trials: list[dict[str, Any]], names: list[str]) -> dict[str, int]:
+    """Scored or failed trials per rung, by preset name (``names``: the rungs' presets, cheapest first)."""
     from segfactory.search.trials import TRAINED
 
-    return {r.name: sum(1 for t in trials if rung_of(t) == k and t.get("status") in TRAINED)
-            for k, r in enumerate(rungs)}
+    return {name: sum(1 for t in trials if rung_of(t) == k and t.get("status") in TRAINED)
+            for k, name in enumerate(names)}
