@@ -111,7 +111,7 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     from segfactory.factory.datasets import open_dataset
     from segfactory.factory.io import atomic_write_json
     from segfactory.search.presets import ProxySettings, resolve_preset
-    from segfactory.search.rungs import AUTO, OFF, Rung, resolve_rungs
+    from segfactory.search.rungs import Rung, resolve_rungs
 
     out = Path(options.out)
     run = _read_out(out, resume)
@@ -132,16 +132,12 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
         preset, settings = run["preset"], ProxySettings.from_dict(run["proxy_settings"])
         rungs = tuple(Rung.from_dict(r) for r in run.get("rungs") or [])
     else:
-        asked = OFF if options.executor == "ray" and options.rungs == AUTO else options.rungs
-        rungs = resolve_rungs(asked, options.preset, device, len(dataset), options.proxy)
+        rungs = resolve_rungs(options.rungs, options.preset, device, len(dataset), options.proxy)
         if rungs:
             preset, settings = rungs[0].name, rungs[0].settings
         else:
             preset, settings = resolve_preset(options.preset, device, len(dataset))
             settings = settings.with_(**options.proxy) if options.proxy else settings
-    if rungs and options.executor == "ray":
-        raise InputError("--executor ray trains every candidate on one preset: give --rungs off (or --preset) "
-                         "with it")
     deploy, proxy, input_size = _model_configs(options, run, dataset)
     for s in [settings, *(r.settings for r in rungs[1:])]:
         check_proxy_memory(s, proxy, device)

@@ -19,6 +19,11 @@ candidate goes back to the front of the queue, at most ``max_retries`` times; th
 as failed with the reason. The driver itself can be killed: the loop's state.pt lists every proposal in
 flight, and ``--resume`` re-runs them with the same genotype and seed.
 
+Rungs (search.rungs): each rung's ProxyData is put in the object store once, when its first job is dispatched; an
+actor resolves a rung's data on its first job at that rung and keeps it. A promotion trains to the end of its
+schedule (the stopper's thresholds are rung 0's), and only rung-0 results move the driver's stopper, as in a local
+search.
+
 Ray is imported only here, and only when a :class:`RayExecutor` is made: ``--executor local`` never imports it.
 """
 
@@ -96,16 +101,24 @@ class TrialWorker:
         torch.set_num_threads(max(1, threads))  # one worker = its CPUs, never the whole machine
         if device == "cuda" and not torch.cuda.is_available():
             raise RunError(f"Ray worker on {os.uname().nodename} was given a GPU but torch sees no CUDA device")
-        self.data = _place(proxy_data, device)  # resolved from the object store by Ray: once per actor
+        self.data = {0: _place(proxy_data, device)}  # rung -> ProxyData; rung 0's resolved by Ray: once per actor
         self.device = device
 
     def train(self, genotype: dict[str, Any], seed: int, stopper_state: dict[str, Any] | None,
-              checkpoints: int) -> dict[str, Any]:
+              checkpoints: int, rung: int = 0, rung_data: list[Any] | None = None) -> dict[str, Any]:
+        """Train one candidate at ``rung``; ``rung_data``: [the rung's ObjectRef] (in a list, so that Ray hands
+        the reference over unresolved and the actor fetches the data only on its first job at that rung)."""
         from segfactory.factory.genotype import Genotype
         from segfactory.search.proxy import train_candidate
 
+        if rung not in self.data:
+            import ray
+
+            if not rung_data:
+                raise RunError(f"rung {rung}: the worker was given no data for it")
+            self.data[rung] = _place(ray.get(rung_data[0]), self.device)
         t = time.monotonic()
-        result = train_candidate(Genotype.from_dict(genotype), self.data, seed=seed, device=self.device,
+        result = train_candidate(Genotype.from_dict(genotype), self.data[rung], seed=seed, device=self.device,
                                  should_continue=self.should_continue(seed, stopper_state, checkpoints))
         out = result.to_dict()
         out["_worker"] = {"node": os.uname().nodename, "pid": os.getpid(), "train_s": time.monotonic() - t}
@@ -192,8 +205,10 @@ class RayExecutor:
         self.device = "cuda" if self.gpus > 0 else "cpu"
         self._check_resources()
         self.checkpoints = 1 + search.ctx.settings.stage2_epochs
-        # The one copy of the proxy data the whole run shares (cached features, frames, held-out tensors).
+        # The one copy of the proxy data the whole run shares (cached features, frames, held-out tensors); a
+        # higher rung's is put when its first job is dispatched.
         self.data_ref = ray.put(_place(search.proxy_data(), "cpu"))
+        self.rung_refs: dict[int, Any] = {}
         self.remote_cls = ray.remote(TrialWorker)
         self.actors = [self._new_actor() for _ in range(self.capacity)]
         self.idle = list(range(self.capacity))
@@ -263,16 +278,19 @@ class RayExecutor:
         self.queue.clear()
         self.actors = []
         self.data_ref = None
+        self.rung_refs = {}
         if self._own_ray:
             ray.shutdown()
             self._own_ray = False
 
     # -- internals ---------------------------------------------------------------------------------------------
     def _done(self, job: CandidateJob, result: ProxyResult) -> tuple[CandidateJob, ProxyResult]:
-        # The driver's stopper learns what the worker saw, in completion order (see the module docstring).
-        stopper = self.search.stopper
-        for k, value in enumerate(result.checkpoints[: self.checkpoints]):
-            stopper.should_continue(k, float(value))
+        # The driver's stopper learns what the worker saw, in completion order (see the module docstring); a
+        # promotion trained without it.
+        if job.rung == 0:
+            stopper = self.search.stopper
+            for k, value in enumerate(result.checkpoints[: self.checkpoints]):
+                stopper.should_continue(k, float(value))
         return job, result
 
     def _dispatch(self) -> None:
@@ -280,10 +298,18 @@ class RayExecutor:
             job, attempt = self.queue.popleft()
             slot = self.idle.pop(0)
             stopper = self.search.stopper
-            snapshot = stopper.state_dict() if stopper.enabled else None
+            snapshot = stopper.state_dict() if stopper.enabled and job.rung == 0 else None
             ref = self.actors[slot].train.remote(job.proposal.genotype.to_dict(), job.seed, snapshot,
-                                                 self.checkpoints)
+                                                 self.checkpoints, job.rung, self._rung_data(job.rung))
             self.running[ref] = _Running(job, attempt, slot)
+
+    def _rung_data(self, rung: int) -> list[Any] | None:
+        """[the ObjectRef of ``rung``'s ProxyData] (put on first use), None for rung 0 (the actors hold it)."""
+        if rung == 0:
+            return None
+        if rung not in self.rung_refs:
+            self.rung_refs[rung] = self.ray.put(_place(self.search.proxy_data(rung), "cpu"))
+        return [self.rung_refs[rung]]
 
     def _new_actor(self):
         threads = max(1, int(self.settings.cpus_per_trial))

@@ -189,6 +189,32 @@ def test_killed_driver_resumes(ray_cluster, tmp_path):
     assert trials[1]["genotype"] == pending[1]["proposal"]["genotype"]
 
 
+def test_rungs_on_ray_promote_with_the_higher_rungs_data(ray_cluster, tmp_path):
+    """--rungs test,cpu-small on two workers: the best of two candidates is trained again with cpu-small's data
+    (put once, fetched by the actor that trains it); only rung-0 results move the driver's stopper."""
+    import torch
+
+    out = tmp_path / "run"
+    options = _options(out, 2, strategy="random", seed=1)
+    options.preset, options.rungs, options.promote = "auto", "test,cpu-small", 0.5
+    summary = run_search(options, executor_factory=make_ray_executor_factory(workers=2))
+    trials = _trials(out)
+    rung0 = [t for t in trials if t["rung"] == 0]
+    (promoted,) = [t for t in trials if t["rung"] == 1]
+    assert summary["trained"] == 2 and len(rung0) == 2 and all(t["rung_preset"] == "test" for t in rung0)
+    source = next(t for t in rung0 if t["index"] == promoted["promoted_from"])
+    assert source["reward"] == max(t["reward"] for t in rung0 if t["reward"] is not None)
+    assert promoted["rung_preset"] == "cpu-small" and promoted["status"] == "ok" and promoted["key"] == source["key"]
+    assert promoted["rung_scores"] == [source["score"], promoted["score"]]
+    assert len(promoted["checkpoints"]) == 1 + options_settings(out, 1)["stage2_epochs"]  # trained to the end
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert sum(state["stopper"]["steps"]) == sum(len(t.get("checkpoints", [])) for t in rung0)
+
+
+def options_settings(out: Path, rung: int) -> dict:
+    return json.loads((out / "run.json").read_text())["rungs"][rung]["proxy_settings"]
+
+
 def test_executor_refuses_a_duplicate_submission():
     ex = RayExecutor.__new__(RayExecutor)  # only the bookkeeping is exercised
     from collections import deque
