@@ -78,7 +78,6 @@ class LutMixin:
         return LatencyResult(ms, "lut", {**self.lut.describe(), "lut": str(self.lut.path)})
 
 
-
 def warn(message: str) -> None:
     """A prominent warning on stderr (never on stdout, which --json owns)."""
     try:
