@@ -15,7 +15,7 @@ from segfactory.factory.errors import InputError
 from segfactory.search.options import SearchOptions
 from segfactory.search.resume_rules import resume_options
 from segfactory.search.reward import RewardSpec
-from segfactory.search.strategies import make_strategy
+from segfactory.search.strategies import AUTO, make_strategy, resolve_strategy
 
 RUN_FORMAT = "segfactory.search-run/1"
 
@@ -43,6 +43,7 @@ class RunContext:
     reference: dict[str, Any]  # arch0 in the deployed configuration: latency_ms, source, params, macs
     proxy_data: Any = None  # rung 0's
     rungs: tuple = ()  # search.rungs.Rung, cheapest first; () without rungs
+    strategy: str = ""  # the strategy run: --strategy, resolved (auto -> evolution on a CPU)
 
     def run_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class RunContext:
             "reward": self.reward_spec.to_dict(),
             "reference": self.reference,
             "rungs": [r.to_dict() for r in self.rungs],
+            "strategy": self.strategy,
         }
 
 
@@ -125,7 +127,10 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     device = run["device"] if run is not None else resolve_device(options.device)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("this search ran on CUDA, but no CUDA device is available to resume it")
-    make_strategy(options.strategy, options.seed, genotypes=options.genotypes)  # validates early
+    # a run from before --strategy auto stored its strategy in its options only
+    strategy = run.get("strategy", options.strategy) if run is not None else _resolve_strategy(
+        options, device, given, on_event)
+    make_strategy(strategy, options.seed, genotypes=options.genotypes)  # validates early
     emit(on_event, "status", message=f"opening {options.data}")
     dataset = open_dataset(options.data, "train")
     if run is not None:
@@ -152,13 +157,30 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
         torch.set_num_threads(options.threads)
     reference, reward_spec = _reward(options, run, target, deploy, input_size, on_event)
     ctx = RunContext(options, out, device, preset, settings, dataset, deploy, proxy, input_size, target,
-                     reward_spec, reference, rungs=rungs)
+                     reward_spec, reference, rungs=rungs, strategy=strategy)
     if run is None:
         atomic_write_json(out / "run.json", ctx.run_json())
     else:  # keep the budget the user asked for now
         run["options"]["budget"] = options.budget
         atomic_write_json(out / "run.json", run)
     return ctx
+
+
+def _resolve_strategy(options: SearchOptions, device: str, given: Collection[str] | None,
+                      on_event: Event | None) -> str:
+    """--strategy resolved (:func:`resolve_strategy`); with ``auto``, a warning for each flag given for the strategy
+    it did not pick (the command line could not tell before the device was known)."""
+    from dataclasses import replace
+
+    import click
+    from segfactory.search.options import without_effect
+
+    strategy = resolve_strategy(options.strategy, device, options.preset)
+    if options.strategy == AUTO:
+        emit(on_event, "status", message=f"strategy auto: {strategy} on {device}")
+        for line in without_effect(replace(options, strategy=strategy), given or ()):
+            click.echo(f"Warning: {line} (--strategy auto chose {strategy} on {device})", err=True)
+    return strategy
 
 
 def proxy_training_bytes(genotype: Any, proxy_config: Any, settings: Any) -> int:

@@ -12,7 +12,8 @@ Files in the run directory:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from segfactory.factory.errors import InputError, RunError
@@ -50,7 +51,7 @@ class Search:
         self.ctx = ctx
         self.on_event = on_event
         self.store = TrialStore(ctx.out / "trials.jsonl")
-        self.strategy = make_strategy(o.strategy, o.seed, feedback=o.feedback, settings=self._pg_settings(),
+        self.strategy = make_strategy(ctx.strategy, o.seed, feedback=o.feedback, settings=self._pg_settings(),
                                       population=o.population, sample=o.tournament, genotypes=o.genotypes)
         self.stopper = EarlyStopper(1 + ctx.settings.stage2_epochs, seed=o.seed + 4242, enabled=o.early_stopping)
         self.next_index = 0
@@ -103,7 +104,8 @@ class Search:
         else:
             late = [t for _, t in sorted(done.items())]
         for t in late:  # recorded after the last state save (or no state at all): replay proposal and tell
-            p = self.strategy.propose() if rung_of(t) == 0 else None  # a promotion was not proposed
+            with self._timing("strategy_s"):
+                p = self.strategy.propose() if rung_of(t) == 0 else None  # a promotion was not proposed
             if p is None or p.genotype.key() != t["key"]:
                 p = Proposal(Genotype.from_dict(t["genotype"]))
             self._replay(p, t)
@@ -143,11 +145,23 @@ class Search:
         if rung_of(trial) > 0:  # a promotion: its score on rung 0's scale (see search.rungs); a failure tells nothing
             reward = None if trial.get("reward") is None else compute_reward(
                 calibrated_score(self.store.trials, trial), trial["latency_ms"], trial["params"], self.ctx.reward_spec)
-        self.strategy.tell(proposal, reward)
+        with self._timing("strategy_s"):
+            self.strategy.tell(proposal, reward)
 
     def _save(self) -> None:
-        _save_state(self.ctx.out, self.strategy, self.stopper, self.next_index, self.pending, self.elapsed_s(),
-                    self.run_s)
+        with self._timing("state_s"):
+            _save_state(self.ctx.out, self.strategy, self.stopper, self.next_index, self.pending, self.elapsed_s(),
+                        self.run_s)
+
+    @contextmanager
+    def _timing(self, part: str) -> Iterator[None]:
+        """Adds the block's wall time to ``run_s[part]``: the search's work outside any trial, so that the summary
+        says where all the wall time went (a controller's updates can outweigh the training, see issue 19)."""
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            self.run_s[part] = self.run_s.get(part, 0.0) + time.monotonic() - t
 
     def elapsed_s(self) -> float:
         """Wall time of this search over every resumed part (--minutes counts it)."""
@@ -173,7 +187,8 @@ class Search:
             elif trained_count(self.store.trials) + in_flight >= o.budget:
                 return None
             else:
-                entry = {"proposal": self.strategy.propose().to_dict()}
+                with self._timing("strategy_s"):
+                    entry = {"proposal": self.strategy.propose().to_dict()}
             self.next_index += 1
             self.pending[index] = {**entry, "seed": candidate_seed(o.seed, index)}
             self._save()
@@ -263,10 +278,9 @@ class Search:
             settings = self.ctx.rungs[rung].settings if rung else self.ctx.settings
             _emit(self.on_event, "status", message="caching encoder features for stage 1"
                   + (f" (rung {rung}: {self.ctx.rungs[rung].name})" if self.ctx.rungs else ""))
-            t = time.monotonic()
-            data = ProxyData.prepare(self.ctx.dataset, self.ctx.proxy_config, settings, self.ctx.options.seed,
-                                     self.ctx.device)
-            self.run_s["prepare_s"] = self.run_s.get("prepare_s", 0.0) + time.monotonic() - t
+            with self._timing("prepare_s"):
+                data = ProxyData.prepare(self.ctx.dataset, self.ctx.proxy_config, settings, self.ctx.options.seed,
+                                         self.ctx.device)
             if rung == 0:
                 self.ctx.proxy_data = data
             else:

@@ -28,15 +28,16 @@ from segfactory.search.rungs import PROMOTE_DEFAULT
 
 
 def _strategy_names() -> list[str]:  # imported when the flag is parsed or its help shown
-    from segfactory.search.strategies import STRATEGIES
+    from segfactory.search.strategies import AUTO, STRATEGIES
 
-    return STRATEGIES.names()
+    return [AUTO, *STRATEGIES.names()]
 
 
 def _strategy_help() -> str:
-    from segfactory.search.strategies import STRATEGIES
+    from segfactory.search.strategies import AUTO, AUTO_HELP, STRATEGIES
 
-    return "How candidates are proposed: " + "; ".join(f"{n}: {STRATEGIES.help(n)}" for n in STRATEGIES) + "."
+    return ("How candidates are proposed: " + "; ".join(f"{n}: {STRATEGIES.help(n)}" for n in STRATEGIES)
+            + f"; {AUTO}: {AUTO_HELP}.")
 
 
 def _preset_names() -> list[str]:
@@ -87,8 +88,9 @@ CONTROLLER_PROFILES = ("paper", "reachable")  # PPO's settings (search.ppo.PROFI
 
 # Opt.applies: modes in which a flag has an effect
 WITH_RATIO = (lambda o: o.max_latency_ratio is not None, "only with --max-latency-ratio")
-PPO = (lambda o: o.strategy == "ppo", "only with --strategy ppo")
-EVOLUTION = (lambda o: o.strategy == "evolution", "only with --strategy evolution")
+# --strategy auto is resolved with the device (search.context), which warns then about the flags it leaves unused
+PPO = (lambda o: o.strategy in ("ppo", "auto"), "only with --strategy ppo")
+EVOLUTION = (lambda o: o.strategy in ("evolution", "auto"), "only with --strategy evolution")
 LIST = (lambda o: o.strategy == "list", "only with --strategy list")
 WITH_RUNGS = (lambda o: o.rungs != "off", "only with --rungs")
 
@@ -216,7 +218,7 @@ class SearchOptions:
                                       help="Threads of the cpu target's latency measurement [default: 1].")
     budget: int = opt(8, flag="--budget", type=click.IntRange(1, MAX_BUDGET), resume=RUNTIME,
                       help="Candidates to train (ok, early-stopped or failed; rejected ones do not count).")
-    strategy: str = opt("ppo", flag="--strategy", type=Names(_strategy_names), group=STRATEGY,
+    strategy: str = opt("auto", flag="--strategy", type=Names(_strategy_names), group=STRATEGY,
                         help=_strategy_help)
     preset: str = opt("auto", flag="--preset", type=Names(_preset_names), group=PROXY, help=_preset_help)
     rungs: str = opt("auto", flag="--rungs", group=PROXY, help=_rungs_help)

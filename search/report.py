@@ -74,7 +74,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 TIME_LABELS = {"check_s": "cost and feasibility checks", "latency_s": "latency (measured or predicted)",
                "stage1_s": "proxy stage 1", "stage2_s": "proxy stage 2", "val_s": "proxy validation",
-               "trial_other_s": "strategy, bookkeeping, partial work of failed trials",
+               "trial_other_s": "trials' bookkeeping, partial work of failed trials",
+               "strategy_s": "strategy (proposing, learning)", "state_s": "saving the search state",
                "prepare_s": "stage-1 cache", "reference_s": "timing arch0", "unaccounted_s": "start-up and reports"}
 
 
@@ -121,7 +122,7 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
     rw = run.get("reward", {})
     lines = [
         "# Search summary", "",
-        (f"- data `{o.get('data')}`, strategy `{o.get('strategy')}`, preset `{run.get('preset')}`, seed {o.get('seed')}, "
+        (f"- data `{o.get('data')}`, strategy `{run_strategy(run)}`, preset `{run.get('preset')}`, seed {o.get('seed')}, "
          f"device {run.get('device')}"),
         (f"- deployed model: agg {run['deploy_config']['agg_size']}, sep_repeats {run['deploy_config']['sep_repeats']}"
          f" at {run['input_size'][0]}x{run['input_size'][1]}; proxies: agg {run['proxy_config']['agg_size']}, "
@@ -151,10 +152,15 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
     return "\n".join(lines)
 
 
+def run_strategy(run: dict[str, Any]) -> str | None:
+    """The strategy a search ran (run.json's, resolved; a run from before ``auto`` has it in its options only)."""
+    return run.get("strategy") or run.get("options", {}).get("strategy")
+
+
 def write_reports(out: Path, trials: list[dict[str, Any]], run: dict[str, Any],
                   times: dict[str, Any] | None = None) -> None:
     out = Path(out)
     plot_pareto(trials, out / "pareto.png",
-                title=f"{run.get('options', {}).get('strategy')} search, {len(trials)} candidates",
+                title=f"{run_strategy(run)} search, {len(trials)} candidates",
                 reference_ms=run.get("reference", {}).get("latency_ms"))
     atomic_write_text(out / "summary.md", summary_markdown(trials, run, times=times))

@@ -39,8 +39,9 @@ TRIAL_PARTS = ("check_s", "latency_s", "stage1_s", "stage2_s", "val_s")  # what 
 def time_breakdown(trials: list[dict[str, Any]], elapsed_s: float | None = None,
                    run_s: dict[str, float] | None = None) -> dict[str, Any]:
     """Where a search's wall time went: each trial part summed over trials, the rest of the trials' wall time
-    (strategy, bookkeeping, a failed candidate's partial work), the run's own work (``run_s``: stage-1 cache,
-    arch0's timing) and what is left of ``elapsed_s`` (start-up, writing reports, time between trials)."""
+    (bookkeeping, a failed candidate's partial work), the run's own work (``run_s``: stage-1 cache, arch0's timing,
+    the strategy's proposals and updates, saving the state) and what is left of ``elapsed_s`` (start-up, writing
+    reports)."""
     parts = {k: sum(float(t.get(k) or 0.0) for t in trials) for k in TRIAL_PARTS}
     walls = sum(float(t.get("wall_s") or 0.0) for t in trials)
     parts["trial_other_s"] = max(0.0, walls - sum(parts.values()))

@@ -67,7 +67,22 @@ def test_warning_is_one_line_on_the_command_line(tmp_path, capsys):
     from segfactory.factory.cli import main
 
     with pytest.raises(SystemExit) as info:
-        main(["search", "--population", "5", "--data", "nope:x", "-q", "--out", str(tmp_path / "s")])
+        main(["search", "--strategy", "ppo", "--population", "5", "--data", "nope:x", "-q", "--out",
+              str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "Warning: --population has no effect: it applies only with --strategy evolution" in err.splitlines()
+
+
+def test_auto_strategy_warns_about_the_flags_of_the_strategy_it_did_not_pick(tmp_path, capsys):
+    """--strategy auto is resolved once the device is known; a PPO flag on a CPU (evolution) is then warned about."""
+    from segfactory.factory.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--controller", "reachable", "--population", "5", "--device", "cpu", "--data", "nope:x",
+              "-q", "--out", str(tmp_path / "s")])
+    lines = capsys.readouterr().err.splitlines()
+    assert info.value.code == 2
+    assert ("Warning: --controller has no effect: it applies only with --strategy ppo (--strategy auto chose "
+            "evolution on cpu)") in lines
+    assert not any("--population" in line for line in lines)

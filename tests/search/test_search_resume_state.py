@@ -34,7 +34,7 @@ def run(out, budget: int, resume: bool = False) -> Search:
         camvid_mini_path()
     except InputError as e:
         pytest.skip(str(e))
-    options = SearchOptions(out=str(out), budget=budget, seed=1, preset="test", encoder_weights="none",
+    options = SearchOptions(out=str(out), budget=budget, seed=1, strategy="ppo", preset="test", encoder_weights="none",
                             target="jetson-orin-nano", input_size=(64, 64), device="cpu",
                             proxy={"stage2_epochs": 1})
     search = Search(make_context(options, resume), executor_factory=lambda s: LocalExecutor(lambda job: fake_train(job, s.stopper)))

@@ -21,6 +21,7 @@ from segfactory.factory.zoo import resolve_arch
 
 COMMON = ["--budget", "3", "--seed", "0", "--preset", "test", "--encoder-weights", "none", "--threads", "1",
           "--target", "jetson-orin-nano", "--input-size", "64x64", "-q"]
+PPO = [*COMMON, "--strategy", "ppo"]  # the strategy with the most state to resume (controller, optimizer, buffer)
 
 
 def _camvid_mini_or_skip():
@@ -51,7 +52,7 @@ def killed_and_resumed(tmp_path_factory) -> Path:
     """A search killed with SIGKILL during its second candidate, then resumed to completion."""
     _camvid_mini_or_skip()
     d = tmp_path_factory.mktemp("search") / "run"
-    p = _cli([*COMMON, "--out", str(d)])
+    p = _cli([*PPO, "--out", str(d)])
     deadline = time.monotonic() + 240
     while len(_trials(d)) < 1:
         if p.poll() is not None:
@@ -62,7 +63,7 @@ def killed_and_resumed(tmp_path_factory) -> Path:
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert len(_trials(d)) < 3
-    r = _cli([*COMMON, "--out", str(d), "--resume"])
+    r = _cli([*PPO, "--out", str(d), "--resume"])
     _, err = r.communicate(timeout=300)
     assert r.returncode == 0, err[-2000:]
     return d
@@ -82,6 +83,10 @@ def test_killed_search_resumes_to_a_complete_run(killed_and_resumed):
     for t in trials:
         assert fields <= set(t)
         assert t["latency_source"] == "estimated"
+    from segfactory.search.state import load_state
+
+    run_s = load_state(d)["run_s"]  # the work outside trials is timed too, over both parts of the run
+    assert run_s["strategy_s"] > 0 and run_s["state_s"] > 0 and run_s["prepare_s"] > 0
 
 
 def test_best_json_is_the_best_ok_trial_and_loads_as_an_architecture(killed_and_resumed):
@@ -110,7 +115,7 @@ def test_same_seed_same_rewards_same_genotypes_uninterrupted(killed_and_resumed,
 
     d = tmp_path / "again"
     with pytest.raises(SystemExit) as e:
-        main(["search", *COMMON, "--out", str(d)])
+        main(["search", *PPO, "--out", str(d)])
     assert e.value.code == 0
     a = sorted(_trials(killed_and_resumed), key=lambda t: t["index"])
     b = sorted(_trials(d), key=lambda t: t["index"])
@@ -184,6 +189,7 @@ def test_resume_refuses_changed_settings_and_accepts_runtime_knobs(tmp_path, cap
     assert "was searched with --seed 0, this run asks for --seed 3" in err and "--budget" in err
     run = json.loads((d / "run.json").read_text())
     assert run["options"]["seed"] == 0 and run["options"]["budget"] == 3
+    assert run["options"]["strategy"] == "auto" and run["strategy"] == "evolution"  # resolved once, on a CPU
     with pytest.raises(SystemExit) as e:  # only --budget changes; --input-size, --target ... left out
         main(["search", "--out", str(d), "--resume", "--budget", "5", "-q", *now])
     assert e.value.code == 0

@@ -57,6 +57,18 @@ def test_unknown_strategy_is_an_input_error_listing_the_names():
         STRATEGIES.register("random", lambda seed, **options: RandomSearch(seed))
 
 
+@pytest.mark.parametrize("device, preset, expected", [
+    ("cpu", "auto", "evolution"), ("cpu", "cpu-small", "evolution"), ("cpu", "paper", "ppo"),
+    ("cuda", "auto", "ppo"), ("cuda", "cpu-full", "ppo"),
+])
+def test_auto_strategy_is_evolution_on_a_cpu_and_ppo_on_cuda_or_the_paper_preset(device, preset, expected):
+    from segfactory.search.strategies import AUTO, resolve_strategy
+
+    assert resolve_strategy(AUTO, device, preset) == expected
+    for name in STRATEGIES.names():  # a named strategy is kept
+        assert resolve_strategy(name, device, preset) == name
+
+
 def test_proposed_genotypes_build():
     s = RandomSearch(seed=0)
     cfg = ModelConfig.create(encoder_weights="none", agg_size=48, sep_repeats=1)
