@@ -67,6 +67,11 @@ RUN_KEYS = ("options", "device", "preset", "proxy_settings", "deploy_config", "p
             "reward", "reference")  # what a resume reads back from run.json
 
 
+def run_strategy(run: dict[str, Any]) -> str | None:
+    """The strategy a search ran (run.json's, resolved; a run from before ``auto`` has it in its options only)."""
+    return run.get("strategy") or run.get("options", {}).get("strategy")
+
+
 def _read_out(out: Path, resume: bool) -> dict[str, Any] | None:
     """run.json of the search to resume, or None for a new one (whose --out must be absent or empty); writes
     nothing, so that a refused run leaves --out as it was."""
@@ -127,9 +132,7 @@ def make_context(options: SearchOptions, resume: bool, on_event: Event | None = 
     device = run["device"] if run is not None else resolve_device(options.device)
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("this search ran on CUDA, but no CUDA device is available to resume it")
-    # a run from before --strategy auto stored its strategy in its options only
-    strategy = run.get("strategy", options.strategy) if run is not None else _resolve_strategy(
-        options, device, given, on_event)
+    strategy = run_strategy(run) if run is not None else _resolve_strategy(options, device, given, on_event)
     make_strategy(strategy, options.seed, genotypes=options.genotypes)  # validates early
     emit(on_event, "status", message=f"opening {options.data}")
     dataset = open_dataset(options.data, "train")

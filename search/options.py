@@ -88,9 +88,10 @@ CONTROLLER_PROFILES = ("paper", "reachable")  # PPO's settings (search.ppo.PROFI
 
 # Opt.applies: modes in which a flag has an effect
 WITH_RATIO = (lambda o: o.max_latency_ratio is not None, "only with --max-latency-ratio")
+AUTO_STRATEGY = "auto"  # not a strategy: search.strategies.resolve_strategy picks one by device and preset
 # --strategy auto is resolved with the device (search.context), which warns then about the flags it leaves unused
-PPO = (lambda o: o.strategy in ("ppo", "auto"), "only with --strategy ppo")
-EVOLUTION = (lambda o: o.strategy in ("evolution", "auto"), "only with --strategy evolution")
+PPO = (lambda o: o.strategy in ("ppo", AUTO_STRATEGY), "only with --strategy ppo")
+EVOLUTION = (lambda o: o.strategy in ("evolution", AUTO_STRATEGY), "only with --strategy evolution")
 LIST = (lambda o: o.strategy == "list", "only with --strategy list")
 WITH_RUNGS = (lambda o: o.rungs != "off", "only with --rungs")
 

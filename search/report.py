@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from segfactory.factory.io import atomic_write, atomic_write_text
+from segfactory.search.context import run_strategy
 
 
 def pareto_front(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,11 +151,6 @@ def summary_markdown(trials: list[dict[str, Any]], run: dict[str, Any], top: int
         lines += [f"| {t['index']} | {t['status']} | {t.get('reason', '')} |" for t in failed[:50]]
         lines.append("")
     return "\n".join(lines)
-
-
-def run_strategy(run: dict[str, Any]) -> str | None:
-    """The strategy a search ran (run.json's, resolved; a run from before ``auto`` has it in its options only)."""
-    return run.get("strategy") or run.get("options", {}).get("strategy")
 
 
 def write_reports(out: Path, trials: list[dict[str, Any]], run: dict[str, Any],

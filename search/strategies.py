@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from segfactory.factory.errors import InputError
 from segfactory.factory.genotype import Genotype, action_space, sample_genotype
 from segfactory.factory.registry import Registry
+from segfactory.search.options import AUTO_STRATEGY as AUTO
 
 
 class StrategyExhausted(Exception):
@@ -221,7 +222,6 @@ def _list(seed: int, **options: Any) -> Strategy:
                          for g in options.get("genotypes") or []])
 
 
-AUTO = "auto"  # not a strategy: resolve_strategy picks one by device and preset
 AUTO_HELP = ("evolution on a CPU, ppo on CUDA or with --preset paper (on a CPU at a few hundred candidates, "
              "regularised evolution beat random search in both seeds of the comparison and PPO did not: "
              "results/search_compare.json)")
