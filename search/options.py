@@ -312,7 +312,8 @@ class SearchOptions:
     population: int = opt(20, flag="--population", type=click.IntRange(min=1), group=STRATEGY, applies=EVOLUTION,
                           help="Evolution: population size.")
     tournament: int = opt(5, flag="--tournament", type=click.IntRange(min=1), group=STRATEGY, applies=EVOLUTION,
-                          help="Evolution: tournament sample size.")
+                          help="Evolution: tournament sample size, and the random members drawn before the first "
+                               "tournament.")
     # overrides of the preset's ProxySettings: --time-limit, --crop, ... and --proxy-set KEY=VALUE
     proxy: dict[str, Any] = field(default_factory=dict, metadata={"opt": Opt(
         flag="--proxy-set", multiple=True, metavar="KEY=VALUE", read=parse_proxy_set, parts=PROXY_FLAGS,

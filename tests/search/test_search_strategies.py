@@ -107,6 +107,18 @@ def test_evolution_population_and_tournament():
     assert len(s.population) == 5  # the oldest left
 
 
+def test_evolution_tournaments_start_once_it_holds_a_tournament():
+    """Under a tight limit random members are rare: mutation starts after `sample` of them, the population grows."""
+    s = Evolution(seed=1, population=6, sample=2)
+    origins = []
+    for _ in range(10):
+        p = s.propose()
+        origins.append(p.info["origin"])
+        s.tell(p, fake_reward(p.genotype))
+        assert len(s.population) == min(len(origins), 6)
+    assert origins[:2] == ["random", "random"] and set(origins[2:]) == {"mutation"}
+
+
 def test_strategy_state_round_trip():
     for name in ("random", "evolution", "ppo"):
         s = make_strategy(name, seed=1, **({"population": 2, "sample": 1} if name == "evolution" else {}))
