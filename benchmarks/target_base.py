@@ -82,7 +82,10 @@ def warn(message: str) -> None:
     """A prominent warning on stderr (never on stdout, which --json owns)."""
     try:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold yellow]WARNING[/bold yellow]: {message}")
+        # soft_wrap: one line whatever the width (rich wraps at 80 columns when stderr is not a terminal); the
+        # message is escaped so that a "[...]" in it is printed, not read as markup
+        Console(stderr=True, soft_wrap=True).print(f"[bold yellow]WARNING[/bold yellow]: {escape(message)}")
     except ImportError:
         print(f"WARNING: {message}", file=sys.stderr)
