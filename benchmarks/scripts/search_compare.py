@@ -239,12 +239,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"ppo": "tab:red", "random": "tab:blue", "evolution": "tab:green"}
+    paper = "tab:purple"  # PPO with the paper's settings: its own colour, not a second seed's dashes
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
     for ax, key, title in ((axes[0], "best_curve", "best reward"), (axes[1], "top5_curve", "mean of the top 5")):
         for r in rows:
             xs = [i + 1 for i, v in enumerate(r[key]) if v is not None]
-            ax.step(xs, [v for v in r[key] if v is not None], where="post", color=colors.get(r["strategy"]),
-                    linestyle="--" if r["controller"] == "paper" or r["seed"] else "-", label=r["run"])
+            ax.step(xs, [v for v in r[key] if v is not None], where="post",
+                    color=paper if r["controller"] == "paper" else colors.get(r["strategy"]),
+                    linestyle="--" if r["seed"] else "-", label=r["run"])
         ax.set_xlabel("trained candidates")
         ax.set_title(title)
         ax.grid(alpha=0.3)
