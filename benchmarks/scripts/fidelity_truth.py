@@ -56,6 +56,27 @@ RECIPE = {"optimizer": "adamw", "encoder_lr": 2e-3, "decoder_lr": 2e-3, "weight_
           "epochs": 8, "seed": 0, "val_every": 0}  # the released model configuration (factory.config.RELEASED)
 
 
+def published_path(which: str) -> Path:
+    return RESULTS / ("fidelity_truth.json" if which == "eval" else f"fidelity_truth_{which}.json")
+
+
+def truth(which: str) -> dict[str, float]:
+    """name -> val mIoU of a set's published ground truth (empty before any is published)."""
+    path = published_path(which)
+    return {r["name"]: r["val_miou"] for r in json.loads(path.read_text())["rows"]} if path.is_file() else {}
+
+
+def light(which: str) -> set[str]:
+    """A set's light genotypes: the fresh set's 8 chosen under LIGHT_RATIO, the eval set's 8 measured faster than
+    arch0 (issue 11, recorded in results/proxy_fidelity.json); none for the others."""
+    if which == "fresh":
+        return {f"seed{s}" for s in FRESH_LIGHT_SEEDS}
+    history = RESULTS / "proxy_fidelity.json"
+    if which == "eval" and history.is_file():
+        return set(json.loads(history.read_text()).get("faster_than_arch0") or [])
+    return set()
+
+
 def _sampled(seed: int):
     from segfactory.factory.genotype import sample_genotype
 
@@ -216,8 +237,7 @@ def _write(args, out: Path, todo: list[tuple[str, Any]], published: dict) -> dic
               "rows": rows, "complete": len(rows) == len(todo)}
     atomic_write_json(out / f"truth-{args.which}.json", result)
     if args.publish:
-        name = "fidelity_truth.json" if args.which == "eval" else f"fidelity_truth_{args.which}.json"
-        atomic_write_json(RESULTS / name, result)
+        atomic_write_json(published_path(args.which), result)
     return result
 
 

@@ -1,60 +1,42 @@
-"""Proxy fidelity: does the search's proxy score rank architectures as a longer training does? (issue 11)
+"""Proxy fidelity: does the search's proxy score rank architectures as a longer training does? (issues 11, 20)
 
-    python benchmarks/scripts/fidelity_truth.py --minutes 300                  # ground truth, once (resumable)
-    python benchmarks/scripts/proxy_fidelity.py score --preset cpu-full --minutes 60 [--set eval|tune]
+    python benchmarks/scripts/fidelity_truth.py train --set fresh --minutes 120 --publish   # ground truth (resumable)
+    python benchmarks/scripts/proxy_fidelity.py score --preset cpu-full --minutes 60 [--set eval|tune|fresh]
     python benchmarks/scripts/proxy_fidelity.py latency                        # the 14 beside arch0 (quiet host)
-    python benchmarks/scripts/proxy_fidelity.py report [--publish]
+    python benchmarks/scripts/proxy_fidelity.py report [--set eval|tune|fresh] [--publish]
 
-``score`` proxy-trains every genotype of a set with the preset's schedule exactly as a search does
-(``segfactory.search.proxy.train_candidate``, early stopping off), with two candidate seeds each on ONE prepared
-ProxyData (the same held-out frames and stage-1 cache), and appends one line per (genotype, seed) to
-OUT/scores-LABEL.jsonl (resumable: done pairs are skipped; ``--minutes`` bounds this invocation). The ``eval`` set
-is the ground truth's 14 genotypes (arch0, arch1, ``arch sample`` seeds 200-211); the ``tune`` set is seeds 100-111
-(a genotype over the preset's multiply-add limit is replaced by the next seed's), for tuning a preset without
-looking at the 14. The same script runs against an older checkout of the package (PYTHONPATH) to score its proxy
+``score`` proxy-trains every genotype of a set (``fidelity_truth.py``'s sets: ``eval`` the 14 of issue 11, now
+history; ``tune`` seeds 100-111; ``fresh`` the 16 never used to decide anything; each with arch0 and arch1) with the
+preset's schedule exactly as a search does (``segfactory.search.proxy.train_candidate``, early stopping off), with
+two candidate seeds each on ONE prepared ProxyData (the same held-out frames and stage-1 cache), and appends one
+line per (genotype, seed) to OUT/scores-LABEL.jsonl (resumable: done pairs are skipped; ``--minutes`` bounds this
+invocation). A genotype the preset refuses (over its multiply-add limit) is recorded with its status, and the report
+lists it as missing. The same script runs against an older checkout of the package (PYTHONPATH) to score its proxy
 ("before the fixes"), since it only uses ProxyData.prepare and train_candidate.
 
-``latency`` measures the 14 deployed models (agg 64, sep 2, 360x480, ONNX Runtime, 1 thread) interleaved with
-arch0, for the "genotypes faster than arch0" subset. ``report`` computes, per label, Kendall's tau (with a
-bootstrap 90% interval over genotypes) and Spearman's rho between the mean proxy score and val mIoU, the same per
-seed, tau between the two seeds, and tau among the genotypes faster than arch0; prints a table and writes
-OUT/proxy_fidelity.json and OUT/proxy_fidelity.png (``--publish``: also results/).
+``latency`` measures the eval set's 14 deployed models (agg 64, sep 2, 360x480, ONNX Runtime, 1 thread) interleaved
+with arch0, for its "faster than arch0" subset (the fresh set's light 8 were measured when they were chosen).
+``report`` computes, per label, Kendall's tau (with a bootstrap 90% interval over genotypes) and Spearman's rho
+between the mean proxy score and the set's published val mIoU, the same per seed, tau between the two seeds, and
+tau among the set's light genotypes; prints a table and writes OUT/proxy_fidelity[_SET].json and .png
+(``--publish``: also results/, with the fresh and tune sets' per-candidate rows under
+results/proxy_fidelity_SET_scores/).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from _common import RESULTS, default_data, machine
+from fidelity_truth import genotypes, light, published_path, truth
 
-FORMAT = "segfactory.bench-proxy-fidelity/2"
-TUNE_SEEDS = range(100, 112)
-
-
-def eval_set() -> list[tuple[str, Any]]:
-    from fidelity_truth import genotypes
-
-    return genotypes()
-
-
-def tune_set(settings, config) -> list[tuple[str, Any]]:
-    from segfactory.factory.cost import model_cost
-    from segfactory.factory.genotype import sample_genotype
-
-    out, seed = [], TUNE_SEEDS.start
-    while len(out) < len(TUNE_SEEDS):
-        g = sample_genotype(random.Random(seed))
-        limit = getattr(settings, "max_proxy_macs", None)
-        if limit is None or model_cost(g, config, settings.crop).macs <= limit:
-            out.append((f"seed{seed}", g))
-        seed += 1
-    return out
+FORMAT = "segfactory.bench-proxy-fidelity/3"
+SETS = ("eval", "tune", "fresh")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -78,7 +60,7 @@ def score(args) -> None:
         settings = settings.with_(**json.loads(args.set_))
     dataset = open_dataset(args.data, "train")
     config = ModelConfig.create(dataset.num_classes, 48, 1, "bundled", tuple(dataset.class_names))
-    todo = eval_set() if args.which == "eval" else tune_set(settings, config)
+    todo = genotypes(args.which)
     label = args.label or f"{args.preset}-{args.which}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +80,7 @@ def score(args) -> None:
             return
         t, c = time.monotonic(), time.process_time()
         r = train_candidate(g, data, seed=1000 + s)
-        row = {"label": label, "preset": args.preset, "name": name, "key": g.key(), "seed": s, "status": r.status,
+        row = {"label": label, "set": args.which, "preset": args.preset, "name": name, "key": g.key(), "seed": s, "status": r.status,
                "reason": r.reason, "score": r.score, "miou": r.miou, "steps": r.steps,
                "wall_s": time.monotonic() - t, "cpu_s": time.process_time() - c, "settings": settings.to_dict()}
         with open(path, "a", encoding="utf-8") as f:
@@ -116,15 +98,15 @@ def latency(args) -> None:
     from segfactory.factory.config import ModelConfig
 
     config = ModelConfig.create(11, 64, 2, "bundled")
-    genotypes = eval_set()
+    todo = genotypes("eval")
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         runners = [stack.enter_context(make_runner(ModelSpec(name, genotype=g, config=config), "ort",
                                                    input_size=(360, 480), threads=1, workdir=Path(tmp)))
-                   for name, g in genotypes]  # arch0 first: ratios are to it
+                   for name, g in todo]  # arch0 first: ratios are to it
         res = measure_interleaved(runners, rounds=args.rounds, min_seconds=args.seconds)
     rows = [{"name": name, "key": g.key(), "median_ms": r["median_ms"], "ratio_to_arch0": r["ratio_to_first"],
              "round_median_min_ms": r["round_median_min_ms"], "round_median_max_ms": r["round_median_max_ms"]}
-            for (name, g), r in zip(genotypes, res)]
+            for (name, g), r in zip(todo, res)]
     from segfactory.factory.io import atomic_write_json
 
     atomic_write_json(Path(args.out) / "latency.json", {"machine": machine(), "threads": 1, "input_size": [360, 480],
@@ -150,17 +132,17 @@ def _tau_ci(x: list[float], y: list[float], seed: int = 0, n: int = 2000) -> tup
     return tau, float(np.percentile(taus, 5)), float(np.percentile(taus, 95))
 
 
-def _label_stats(rows: list[dict[str, Any]], truth: dict[str, float], faster: set[str]) -> dict[str, Any]:
+def _label_stats(rows: list[dict[str, Any]], val: dict[str, float], light: set[str]) -> dict[str, Any]:
     from scipy.stats import kendalltau, spearmanr
 
     by_name: dict[str, dict[int, float | None]] = {}
     for r in rows:
         by_name.setdefault(r["name"], {})[r["seed"]] = r["score"]
     seeds = sorted({r["seed"] for r in rows})
-    names = [n for n in truth if n in by_name and all(by_name[n].get(s) is not None for s in seeds)]
+    names = [n for n in val if n in by_name and all(by_name[n].get(s) is not None for s in seeds)]
     mean = [sum(by_name[n][s] for s in seeds) / len(seeds) for n in names]
-    miou = [truth[n] for n in names]
-    out: dict[str, Any] = {"genotypes": len(names), "missing_or_failed": sorted(set(truth) - set(names)),
+    miou = [val[n] for n in names]
+    out: dict[str, Any] = {"genotypes": len(names), "missing_or_failed": sorted(set(val) - set(names)),
                            "seeds": seeds, "scores": {n: [by_name[n][s] for s in seeds] for n in names},
                            # what scoring cost: every scored row, whatever the machine it ran on
                            "wall_minutes": round(sum(r.get("wall_s", 0.0) for r in rows) / 60, 1),
@@ -173,46 +155,58 @@ def _label_stats(rows: list[dict[str, Any]], truth: dict[str, float], faster: se
         if len(seeds) >= 2:
             a, b = [by_name[n][seeds[0]] for n in names], [by_name[n][seeds[1]] for n in names]
             out["tau_seed_to_seed"], out["tau_seed_lo90"], out["tau_seed_hi90"] = _tau_ci(a, b)
-        fast = [i for i, n in enumerate(names) if n in faster]
+        fast = [i for i, n in enumerate(names) if n in light]
         if len(fast) >= 3:
-            out["tau_faster_than_arch0"] = float(kendalltau([mean[i] for i in fast], [miou[i] for i in fast]).statistic)
-            out["faster_than_arch0"] = len(fast)
+            out["tau_light"] = float(kendalltau([mean[i] for i in fast], [miou[i] for i in fast]).statistic)
+            out["light"] = len(fast)
     return out
 
 
 def report(args) -> None:
     from segfactory.factory.io import atomic_write_json
 
-    out = Path(args.out)
-    truth_doc = json.loads((out / "truth.json").read_text())
-    truth = {r["name"]: r["val_miou"] for r in truth_doc["rows"]}
-    lat_path = out / "latency.json"
-    faster = set()
-    if lat_path.is_file():
+    out, which = Path(args.out), args.which
+    val = truth(which)
+    if not val:
+        raise SystemExit(f"no ground truth for the {which} set yet: fidelity_truth.py train --set {which} --publish")
+    truth_doc = json.loads(published_path(which).read_text())
+    lat_path = out / "latency.json"  # the eval set's light genotypes, measured again (proxy_fidelity.py latency)
+    faster = light(which)
+    if which == "eval" and lat_path.is_file():
         faster = {r["name"] for r in json.loads(lat_path.read_text())["rows"] if r["ratio_to_arch0"] < 1.0}
-    labels = {}
+    labels, sources = {}, {}
     for path in sorted(out.glob("scores-*.jsonl")):
-        rows = [r for r in _read_jsonl(path) if r["name"] in truth]
+        # rows before the set was recorded are the eval set's (the only one scored then)
+        rows = [r for r in _read_jsonl(path) if r.get("set", "eval") == which and r["name"] in val]
         if rows:
-            labels[path.stem[len("scores-"):]] = _label_stats(rows, truth, faster)
-    doc = {"format": FORMAT, "machine": machine(), "truth": {"recipe": truth_doc["recipe"], "complete":
-           truth_doc["complete"], "val_miou": truth}, "faster_than_arch0": sorted(faster), "labels": labels}
-    atomic_write_json(out / "proxy_fidelity.json", doc)
-    _plot(labels, truth, out / "proxy_fidelity.png")
-    print(f"{'label':<28} {'n':>3} {'tau (90% CI)':>22} {'rho':>6} {'seed-seed tau':>14} {'tau fast':>9} "
+            label = path.stem[len("scores-"):]
+            labels[label], sources[label] = _label_stats(rows, val, faster), path
+    doc = {"format": FORMAT, "set": which, "machine": machine(), "truth": {"recipe": truth_doc["recipe"],
+           "complete": truth_doc["complete"], "val_miou": val}, "faster_than_arch0" if which == "eval" else "light":
+           sorted(faster), "labels": labels}
+    stem = "proxy_fidelity" if which == "eval" else f"proxy_fidelity_{which}"  # eval: the history's old name
+    atomic_write_json(out / f"{stem}.json", doc)
+    _plot(labels, val, out / f"{stem}.png")
+    print(f"{'label':<28} {'n':>3} {'tau (90% CI)':>22} {'rho':>6} {'seed-seed tau':>14} {'tau light':>9} "
           f"{'wall min':>9}")
     for label, st in labels.items():
         if "tau" not in st:
             continue
-        fast = st.get("tau_faster_than_arch0")
+        fast = st.get("tau_light")
         print(f"{label:<28} {st['genotypes']:>3} {st['tau']:>6.3f} ({st['tau_lo90']:+.2f}..{st['tau_hi90']:+.2f})"
               f" {st['rho']:>6.3f} {st.get('tau_seed_to_seed', float('nan')):>14.3f}"
               f" {fast if fast is None else round(fast, 3)!s:>9} {st['wall_minutes']:>9}")
     if args.publish:
-        atomic_write_json(RESULTS / "proxy_fidelity.json", doc)
         import shutil
 
-        shutil.copyfile(out / "proxy_fidelity.png", RESULTS / "proxy_fidelity.png")
+        atomic_write_json(RESULTS / f"{stem}.json", doc)
+        shutil.copyfile(out / f"{stem}.png", RESULTS / f"{stem}.png")
+        if which != "eval":  # the per-candidate rows behind the table (the history's were not kept)
+            scores = RESULTS / f"{stem}_scores"
+            scores.mkdir(exist_ok=True)
+            for label, path in sources.items():
+                rows = [r for r in _read_jsonl(path) if r.get("set", "eval") == which]
+                atomic_write_json(scores / f"{label}.json", {"label": label, "set": which, "rows": rows})
 
 
 def _plot(labels: dict[str, Any], truth: dict[str, float], path: Path) -> None:
@@ -240,7 +234,6 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("score")
     p.add_argument("--preset", default="cpu-full")
-    p.add_argument("--set", dest="which", choices=["eval", "tune"], default="eval")
     p.add_argument("--proxy-set", dest="set_", default=None, help="JSON object of proxy settings to override.")
     p.add_argument("--label", default=None, help="Name of this variant [PRESET-SET].")
     p.add_argument("--seeds", default="0,1")
@@ -254,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--publish", action="store_true")
     for p in sub.choices.values():
         p.add_argument("--out", default="runs/fidelity")
+    for p in (sub.choices["score"], sub.choices["report"]):
+        p.add_argument("--set", dest="which", choices=SETS, default="eval")
     args = parser.parse_args(argv)
     {"score": score, "latency": latency, "report": report}[args.command](args)
 

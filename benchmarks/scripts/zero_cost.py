@@ -13,33 +13,16 @@ Seconds per genotype are recorded. Writes runs/zero_cost.json (``--publish``: re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine
-from fidelity_truth import FRESH_LIGHT_SEEDS, genotypes
+from fidelity_truth import genotypes, light, truth
 from proxy_fidelity import _tau_ci
 
 SIZE, SEEDS = (128, 160), (0, 1)
-# the eval set's genotypes measured faster than arch0 (README, issue 11; results/proxy_fidelity.json)
-EVAL_LIGHT_FILE = RESULTS / "proxy_fidelity.json"
-
-
-def _truth(which: str) -> dict[str, float]:
-    name = "fidelity_truth.json" if which == "eval" else f"fidelity_truth_{which}.json"
-    path = RESULTS / name
-    return {r["name"]: r["val_miou"] for r in json.loads(path.read_text())["rows"]} if path.is_file() else {}
-
-
-def _light(which: str) -> set[str]:
-    if which == "fresh":
-        return {f"seed{s}" for s in FRESH_LIGHT_SEEDS}
-    if which == "eval" and EVAL_LIGHT_FILE.is_file():
-        return set(json.loads(EVAL_LIGHT_FILE.read_text()).get("faster_than_arch0") or [])
-    return set()
 
 
 def _stats(scores: dict[str, float], truth: dict[str, float], light: set[str]) -> dict:
@@ -75,16 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     doc = {"format": "segfactory.bench-zero-cost/1", "machine": machine(), "size": list(SIZE), "seeds": list(SEEDS),
            "config": config.to_dict(), "sets": {}}
     for which in args.sets.split(","):
-        truth, light, rows = _truth(which), _light(which), []
+        truth_of, light_of, rows = truth(which), light(which), []
         for name, g in genotypes(which):
-            row = {"name": name, "key": g.key(), "val_miou": truth.get(name)}
+            row = {"name": name, "key": g.key(), "val_miou": truth_of.get(name)}
             for score in SCORES:
                 t = time.perf_counter()
                 row[score] = sum(SCORES.get(score)(g, config, SIZE, seed=s) for s in SEEDS) / len(SEEDS)
                 row[f"{score}_s"] = (time.perf_counter() - t) / len(SEEDS)
             rows.append(row)
-        stats = {score: _stats({r["name"]: r[score] for r in rows}, truth, light) for score in SCORES}
-        doc["sets"][which] = {"rows": rows, "stats": stats, "truth_rows": len(truth)}
+        stats = {score: _stats({r["name"]: r[score] for r in rows}, truth_of, light_of) for score in SCORES}
+        doc["sets"][which] = {"rows": rows, "stats": stats, "truth_rows": len(truth_of)}
         for score, st in stats.items():
             if "tau" in st:
                 print(f"{which:5s} {score:15s} n={st['genotypes']:2d} tau {st['tau']:+.2f} "
