@@ -61,6 +61,9 @@ def score(args) -> None:
     dataset = open_dataset(args.data, "train")
     config = ModelConfig.create(dataset.num_classes, 48, 1, "bundled", tuple(dataset.class_names))
     todo = genotypes(args.which)
+    if args.only:  # a subset first (the fresh set's light 8 while the rest's ground truth is under way)
+        only = set(args.only.split(","))
+        todo = [(name, g) for name, g in todo if name in only]
     label = args.label or f"{args.preset}-{args.which}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--proxy-set", dest="set_", default=None, help="JSON object of proxy settings to override.")
     p.add_argument("--label", default=None, help="Name of this variant [PRESET-SET].")
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--only", default=None, help="Score only these names (comma-separated).")
     p.add_argument("--minutes", type=float, required=True)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data", default=default_data())
